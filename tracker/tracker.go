@@ -1,0 +1,149 @@
+package tracker
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/chihaya/chihaya/peertable"
+)
+
+// Config holds the announce policy. Zero values mean "use the default".
+type Config struct {
+	// Interval is how long clients are asked to wait between announces.
+	// Zero means 30 minutes.
+	Interval time.Duration
+	// MinInterval is the shortest wait a client must respect. Zero means
+	// 5 minutes. It must not exceed Interval.
+	MinInterval time.Duration
+	// DefaultNumWant is the number of peers given when a client does not
+	// say (BEP 15's -1). Zero means 50.
+	DefaultNumWant int
+	// MaxNumWant caps what a client may ask for. Zero means 200. Frontends
+	// may cap further to fit a datagram.
+	MaxNumWant int
+}
+
+func (c *Config) setDefaults() error {
+	if c.Interval == 0 {
+		c.Interval = 30 * time.Minute
+	}
+	if c.MinInterval == 0 {
+		c.MinInterval = min(5*time.Minute, c.Interval)
+	}
+	if c.DefaultNumWant == 0 {
+		c.DefaultNumWant = 50
+	}
+	if c.MaxNumWant == 0 {
+		c.MaxNumWant = 200
+	}
+	switch {
+	case c.Interval < time.Second || c.Interval > 24*time.Hour:
+		return fmt.Errorf("tracker: Interval %v out of range (1s to 24h)", c.Interval)
+	case c.MinInterval < 0 || c.MinInterval > c.Interval:
+		return fmt.Errorf("tracker: MinInterval %v must be between 0 and Interval (%v)", c.MinInterval, c.Interval)
+	case c.DefaultNumWant < 0 || c.MaxNumWant < 0:
+		return fmt.Errorf("tracker: DefaultNumWant and MaxNumWant must not be negative")
+	case c.DefaultNumWant > c.MaxNumWant:
+		return fmt.Errorf("tracker: DefaultNumWant %d exceeds MaxNumWant %d", c.DefaultNumWant, c.MaxNumWant)
+	}
+	return nil
+}
+
+// Tracker answers announces and scrapes from one peer table.
+type Tracker struct {
+	cfg   Config
+	peers *peertable.Table
+}
+
+// New returns a Tracker over peers, or an error naming the Config field
+// that is out of range.
+func New(cfg Config, peers *peertable.Table) (*Tracker, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if peers == nil {
+		panic("tracker: New with nil peer table")
+	}
+	return &Tracker{cfg: cfg, peers: peers}, nil
+}
+
+// Config returns the configuration in effect, defaults filled in.
+func (t *Tracker) Config() Config { return t.cfg }
+
+// Peers returns the table the Tracker serves.
+func (t *Tracker) Peers() *peertable.Table { return t.peers }
+
+// AnnounceRequest is an announce as every frontend delivers it.
+type AnnounceRequest struct {
+	InfoHash peertable.InfoHash
+	PeerID   [20]byte
+	// Addr is the peer's address (the source address unless config allows
+	// an override, always unmapped) with the port it announced.
+	Addr       netip.AddrPort
+	Uploaded   uint64
+	Downloaded uint64
+	Left       uint64
+	Event      peertable.Event
+	// NumWant is how many peers the client asked for; negative means the
+	// default. Frontends pass it already capped to what fits their reply.
+	NumWant int
+	Key     uint32
+	// URLData is the BEP 41 URL data (UDP) or request path (HTTP); it
+	// carries the passkey in private mode. Valid only during the call.
+	URLData []byte
+}
+
+// AnnounceResponse is what the frontends encode.
+type AnnounceResponse struct {
+	Interval    uint32 // seconds
+	MinInterval uint32 // seconds
+	Counts      peertable.Counts
+	// Peers holds compact peers of the requester's family (6 bytes each
+	// for IPv4, 18 for IPv6), appended to the buffer given to Announce.
+	Peers []byte
+}
+
+// Announce applies req to the swarm and appends the chosen peers to peers.
+// Once the swarm and the peer exist and peers has room, it does not
+// allocate.
+func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse, error) {
+	if req.Addr.Port() == 0 {
+		return AnnounceResponse{}, ErrInvalidPort
+	}
+	if req.Event > peertable.EventStopped {
+		return AnnounceResponse{}, ErrInvalidEvent
+	}
+	addr := req.Addr.Addr()
+	if !addr.IsValid() || addr.Is4In6() || addr.IsUnspecified() {
+		return AnnounceResponse{}, ErrInvalidAddress
+	}
+	want := req.NumWant
+	if want < 0 {
+		want = t.cfg.DefaultNumWant
+	}
+	want = min(want, t.cfg.MaxNumWant)
+	if req.Event == peertable.EventStopped {
+		want = 0 // a peer that leaves needs no peers
+	}
+	a := peertable.Announce{
+		InfoHash: req.InfoHash,
+		Addr:     req.Addr,
+		Event:    req.Event,
+		Seeder:   req.Left == 0,
+		NumWant:  want,
+	}
+	start := len(peers)
+	peers, res := t.peers.Announce(&a, peers)
+	return AnnounceResponse{
+		Interval:    uint32(t.cfg.Interval / time.Second),
+		MinInterval: uint32(t.cfg.MinInterval / time.Second),
+		Counts:      res.Counts,
+		Peers:       peers[start:],
+	}, nil
+}
+
+// Scrape returns the counts of the swarm ih; an unknown swarm has all zeros.
+func (t *Tracker) Scrape(ih peertable.InfoHash) peertable.Counts {
+	return t.peers.Scrape(ih)
+}
