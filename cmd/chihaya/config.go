@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
+	"github.com/chihaya/chihaya/udp"
+)
+
+// Config is the daemon's TOML file. Every key is optional; a zero value
+// means the default that chihaya.example.toml documents. The file is read
+// strictly: an unknown key or a value of the wrong type stops start-up.
+type Config struct {
+	Log     LogConfig     `toml:"log"`
+	Tracker TrackerConfig `toml:"tracker"`
+	UDP     UDPConfig     `toml:"udp"`
+}
+
+// LogConfig selects how much the daemon says and in which format.
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info, warn, error; "" means info
+	Format string `toml:"format"` // text or json; "" means text
+}
+
+// TrackerConfig is the announce policy shared by every frontend.
+type TrackerConfig struct {
+	Interval       Duration `toml:"interval"`
+	MinInterval    Duration `toml:"min_interval"`
+	DefaultNumWant int      `toml:"default_numwant"`
+	MaxNumWant     int      `toml:"max_numwant"`
+	PeerLifetime   Duration `toml:"peer_lifetime"`
+	// ShutdownTimeout bounds a graceful stop. Zero means 10 seconds.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// UDPConfig is the BEP 15 frontend.
+type UDPConfig struct {
+	// Disabled switches the UDP frontend off.
+	Disabled        bool     `toml:"disabled"`
+	Addrs           []string `toml:"addrs"`
+	Workers         int      `toml:"workers"`
+	Secret          Secret   `toml:"secret"`
+	ConnIDGrace     Duration `toml:"conn_id_grace"`
+	MaxPacket       int      `toml:"max_packet"`
+	AllowIPOverride bool     `toml:"allow_ip_override"`
+	Batch           int      `toml:"batch"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30m").
+type Duration time.Duration
+
+// UnmarshalText parses a duration such as "90s" or "30m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"90s\" or \"30m\", got %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Secret is key material that must never reach a log.
+type Secret string
+
+// LogValue redacts the secret.
+func (s Secret) LogValue() slog.Value {
+	if s == "" {
+		return slog.StringValue("")
+	}
+	return slog.StringValue("[redacted]")
+}
+
+// String redacts the secret so that fmt never prints it either.
+func (s Secret) String() string { return s.LogValue().String() }
+
+// LoadConfig reads and checks the TOML file at path. An empty path means
+// no file: every default.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	if path == "" {
+		return c, c.check()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	if err := decodeConfig(b, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func decodeConfig(b []byte, c *Config) error {
+	d := toml.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(c); err != nil {
+		var strict *toml.StrictMissingError
+		var derr *toml.DecodeError
+		switch {
+		case errors.As(err, &strict):
+			keys := make([]string, len(strict.Errors))
+			for i := range strict.Errors {
+				keys[i] = strings.Join(strict.Errors[i].Key(), ".")
+			}
+			return fmt.Errorf("unknown key %s: remove it or check its spelling against chihaya.example.toml", strings.Join(keys, ", "))
+		case errors.As(err, &derr):
+			row, col := derr.Position()
+			key := strings.Join(derr.Key(), ".")
+			if key == "" {
+				return fmt.Errorf("line %d column %d: %s", row, col, derr.Error())
+			}
+			return fmt.Errorf("key %s (line %d): %s", key, row, derr.Error())
+		}
+		return err
+	}
+	return c.check()
+}
+
+// check builds every package's config once, so that a bad value is
+// reported at start-up with its key rather than when a server starts.
+func (c *Config) check() error {
+	if _, err := c.logHandlerOptions(); err != nil {
+		return err
+	}
+	if c.Tracker.ShutdownTimeout < 0 {
+		return fmt.Errorf("key tracker.shutdown_timeout: must not be negative")
+	}
+	table, err := peertable.New(c.peertable())
+	if err != nil {
+		return fmt.Errorf("key tracker.peer_lifetime: %w", err)
+	}
+	if _, err := tracker.New(c.tracker(), table); err != nil {
+		return fmt.Errorf("key %s: %w", trackerKey(err), err)
+	}
+	if c.UDP.Workers < 0 {
+		return fmt.Errorf("key udp.workers: must not be negative (0 means one per CPU)")
+	}
+	if c.UDP.Batch < 0 || c.UDP.Batch > 1024 {
+		return fmt.Errorf("key udp.batch: %d out of range (0 means 32, at most 1024)", c.UDP.Batch)
+	}
+	if c.UDP.MaxPacket != 0 && (c.UDP.MaxPacket < 576 || c.UDP.MaxPacket > 65507) {
+		return fmt.Errorf("key udp.max_packet: %d out of range (576 to 65507; 0 means 1500)", c.UDP.MaxPacket)
+	}
+	if n := len(c.UDP.Secret); n != 0 && n < 16 {
+		return fmt.Errorf("key udp.secret: %d bytes is too short; use at least 16 random characters, or leave it empty for a random secret per start", n)
+	}
+	return nil
+}
+
+// trackerKey names the [tracker] key behind an error from tracker.New,
+// which names the field of tracker.Config (the same Go name as here).
+func trackerKey(err error) string {
+	for f := range reflect.TypeFor[TrackerConfig]().Fields() {
+		if strings.HasPrefix(err.Error(), "tracker: "+f.Name+" ") {
+			return "tracker." + f.Tag.Get("toml")
+		}
+	}
+	return "in [tracker]"
+}
+
+func (c *Config) logHandlerOptions() (*slog.HandlerOptions, error) {
+	var lvl slog.Level
+	switch strings.ToLower(c.Log.Level) {
+	case "", "info":
+		lvl = slog.LevelInfo
+	case "debug":
+		lvl = slog.LevelDebug
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	default:
+		return nil, fmt.Errorf("key log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		return nil, fmt.Errorf("key log.format: %q is not text or json", c.Log.Format)
+	}
+	return &slog.HandlerOptions{Level: lvl}, nil
+}
+
+func (c *Config) peertable() peertable.Config {
+	return peertable.Config{PeerLifetime: time.Duration(c.Tracker.PeerLifetime)}
+}
+
+func (c *Config) tracker() tracker.Config {
+	return tracker.Config{
+		Interval:       time.Duration(c.Tracker.Interval),
+		MinInterval:    time.Duration(c.Tracker.MinInterval),
+		DefaultNumWant: c.Tracker.DefaultNumWant,
+		MaxNumWant:     c.Tracker.MaxNumWant,
+	}
+}
+
+func (c *Config) udp(log *slog.Logger) udp.Config {
+	return udp.Config{
+		Addrs:           c.UDP.Addrs,
+		Workers:         c.UDP.Workers,
+		Secret:          []byte(c.UDP.Secret),
+		ConnIDGrace:     time.Duration(c.UDP.ConnIDGrace),
+		MaxPacket:       c.UDP.MaxPacket,
+		AllowIPOverride: c.UDP.AllowIPOverride,
+		Batch:           c.UDP.Batch,
+		Logger:          log,
+	}
+}
+
+func (c *Config) shutdownTimeout() time.Duration {
+	if c.Tracker.ShutdownTimeout == 0 {
+		return 10 * time.Second
+	}
+	return time.Duration(c.Tracker.ShutdownTimeout)
+}

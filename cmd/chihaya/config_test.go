@@ -1,0 +1,88 @@
+package main
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../../chihaya.example.toml")
+	if err != nil {
+		t.Fatalf("LoadConfig(example) = %v", err)
+	}
+	if got := time.Duration(c.Tracker.Interval); got != 30*time.Minute {
+		t.Errorf("example tracker.interval = %v, want 30m", got)
+	}
+	if got := c.UDP.Addrs; len(got) != 2 || got[0] != "0.0.0.0:6969" || got[1] != "[::]:6969" {
+		t.Errorf("example udp.addrs = %q", got)
+	}
+}
+
+// TestExampleConfigDocumentsEveryKey keeps chihaya.example.toml complete:
+// a key added to Config without documenting it fails here.
+func TestExampleConfigDocumentsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../chihaya.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := string(b)
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for f := range typ.Fields() {
+			key := f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]() {
+				if !strings.Contains(example, "\n["+key+"]\n") {
+					t.Errorf("example config lacks section [%s]", key)
+				}
+				walk(key+".", f.Type)
+				continue
+			}
+			if !strings.Contains(example, "\n"+key+" = ") {
+				t.Errorf("example config does not document key %s%s", prefix, key)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name, toml, want string
+	}{
+		{"unknown key", "[udp]\nworkerz = 2\n", "unknown key udp.workerz"},
+		{"unknown section", "[htttp]\naddr = \"x\"\n", "unknown key htttp"},
+		{"wrong type", "[udp]\nworkers = \"two\"\n", "udp.workers"},
+		{"bad duration", "[tracker]\ninterval = \"soon\"\n", "tracker.interval"},
+		{"negative workers", "[udp]\nworkers = -1\n", "udp.workers"},
+		{"interval too short", "[tracker]\ninterval = \"10ms\"\n", "Interval"},
+		{"min above interval", "[tracker]\ninterval = \"1m\"\nmin_interval = \"2m\"\n", "key tracker.min_interval"},
+		{"lifetime too long", "[tracker]\npeer_lifetime = \"48h\"\n", "tracker.peer_lifetime"},
+		{"short secret", "[udp]\nsecret = \"abc\"\n", "udp.secret"},
+		{"bad level", "[log]\nlevel = \"loud\"\n", "log.level"},
+		{"bad format", "[log]\nformat = \"xml\"\n", "log.format"},
+		{"max packet", "[udp]\nmax_packet = 100\n", "udp.max_packet"},
+		{"batch", "[udp]\nbatch = 5000\n", "udp.batch"},
+		{"syntax", "[udp\n", "line 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c Config
+			err := decodeConfig([]byte(tt.toml), &c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("decodeConfig(%q) = %v, want an error mentioning %q", tt.toml, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSecretIsRedacted(t *testing.T) {
+	s := Secret("0123456789abcdef-very-secret")
+	for _, out := range []string{s.String(), s.LogValue().String()} {
+		if strings.Contains(out, "very-secret") {
+			t.Errorf("secret leaked: %q", out)
+		}
+	}
+}
