@@ -57,7 +57,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"wrong type", "[udp]\nworkers = \"two\"\n", "udp.workers"},
 		{"bad duration", "[tracker]\ninterval = \"soon\"\n", "tracker.interval"},
 		{"negative workers", "[udp]\nworkers = -1\n", "udp.workers"},
-		{"interval too short", "[tracker]\ninterval = \"10ms\"\n", "Interval"},
+		{"interval too short", "[tracker]\ninterval = \"10ms\"\n", "key tracker.interval"},
 		{"min above interval", "[tracker]\ninterval = \"1m\"\nmin_interval = \"2m\"\n", "key tracker.min_interval"},
 		{"lifetime too long", "[tracker]\npeer_lifetime = \"48h\"\n", "tracker.peer_lifetime"},
 		{"short secret", "[udp]\nsecret = \"abc\"\n", "udp.secret"},
