@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -67,32 +68,64 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs the tracker until ctx is done, then stops every part within
-// the configured shutdown timeout.
-func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+// A daemon is the running tracker: the peer table and its frontends.
+type daemon struct {
+	cfg   Config
+	log   *slog.Logger
+	table *peertable.Table
+	udp   *udp.Server // nil when disabled
+}
+
+// start builds every part from cfg and opens the listening sockets, so that
+// a bad address fails before anything runs.
+func start(cfg Config, log *slog.Logger) (*daemon, error) {
 	table, err := peertable.New(cfg.peertable())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	core, err := tracker.New(cfg.tracker(), table)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var udpSrv *udp.Server
+	d := &daemon{cfg: cfg, log: log, table: table}
 	if !cfg.UDP.Disabled {
-		if udpSrv, err = udp.Listen(cfg.udp(log), core); err != nil {
-			return err
+		if d.udp, err = udp.Listen(cfg.udp(log), core); err != nil {
+			return nil, err
 		}
 	}
-	log.Info("chihaya started", "version", versionString(), "udp", !cfg.UDP.Disabled)
+	return d, nil
+}
+
+// udpAddrs returns the bound UDP addresses (nil when UDP is disabled).
+func (d *daemon) udpAddrs() []netip.AddrPort {
+	if d.udp == nil {
+		return nil
+	}
+	return d.udp.Addrs()
+}
+
+// serve runs the tracker until ctx is done, then stops every part within
+// the configured shutdown timeout.
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	d, err := start(cfg, log)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx)
+}
+
+// run serves until ctx is done or a part fails, then stops them all.
+func (d *daemon) run(ctx context.Context) error {
+	cfg, log := d.cfg, d.log
+	log.Info("chihaya started", "version", versionString(), "udp", d.udp != nil)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	wg.Go(func() { errc <- table.Run(runCtx) })
-	if udpSrv != nil {
-		wg.Go(func() { errc <- udpSrv.Serve(runCtx) })
+	wg.Go(func() { errc <- d.table.Run(runCtx) })
+	if d.udp != nil {
+		wg.Go(func() { errc <- d.udp.Serve(runCtx) })
 	}
 
 	var first error
@@ -122,7 +155,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if first != nil {
 		return first
 	}
-	s := table.Stats()
+	s := d.table.Stats()
 	log.Info("stopped", "swarms", s.Swarms, "peers_v4", s.PeersV4, "peers_v6", s.PeersV6)
 	return nil
 }
