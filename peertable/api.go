@@ -29,6 +29,12 @@ type Config struct {
 	// the user and the last reported totals to compute deltas). When false,
 	// no memory is spent on it.
 	Accounting bool
+
+	// Swarms is roughly how many swarms the table will hold. It sizes the
+	// swarm index (one shard per 16 swarms, rounded to a power of two), so
+	// that creating or removing a swarm copies a few dozen pointers, not
+	// thousands. It is a hint, not a limit. Zero means 65,536.
+	Swarms int
 }
 
 // Aux is what private mode remembers about a peer beside its address.

@@ -3,115 +3,506 @@ package peertable
 import (
 	"context"
 	"fmt"
-	"net/netip"
+	"hash/maphash"
+	"math/bits"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// PLACEHOLDER implementation: a single mutex. Replaced by the lock-free table.
+// Defaults and limits of Config.
+const (
+	defaultLifetime = 31 * time.Minute
+	maxLifetime     = 12 * time.Hour
+	defaultSwarms   = 1 << 16
+	swarmsPerShard  = 16
+	maxShards       = 1 << 20
+)
 
-type entry struct {
-	seeder bool
-	seen   time.Time
-	aux    Aux
-}
-
-type swarm struct {
-	peers     map[netip.AddrPort]*entry
-	completed uint32
-}
-
+// A Table is the set of swarms. It is safe for concurrent use: announces
+// and scrapes of any swarms may run at once with each other, with Tick and
+// with Sweep. The zero Table is not usable; call New.
 type Table struct {
-	cfg Config
-	mu  sync.Mutex
-	now time.Time
-	m   map[InfoHash]*swarm
+	shards []shard
+	mask   uint64
+	seed   maphash.Seed // hashes info hashes to shards
+	k0     uint64       // k0..k2 key the hash of peer keys (see mix)
+	k1     uint64
+	k2     uint64
+
+	// now is the coarse clock in units of unit seconds since the Unix
+	// epoch, set by Tick. Slots keep its low 16 bits.
+	now        atomic.Int64
+	unit       int64
+	life       uint16 // PeerLifetime in units, rounded up
+	accounting bool
+	sweepEvery time.Duration
+
+	sweepMu sync.Mutex // serializes Sweep, so two sweeps never interleave their batches
 }
 
+// A shard is one slice of the swarm index: an immutable open-addressed
+// array of swarms, replaced whole (copy, then compare-and-swap) when a
+// swarm is created or removed, so that lookups are single loads.
+type shard struct {
+	p atomic.Pointer[bucket]
+}
+
+// A bucket is never modified once published. Its length is a power of two
+// and at most three quarters of it is used, so a probe always ends.
+type bucket struct {
+	s []*swarm
+}
+
+var emptyBucket = &bucket{s: make([]*swarm, 1)}
+
+// A swarm is the peers of one info hash. Its lock is taken only by writers
+// of this swarm: an announce changing its own entry, and the sweep.
+// Readers never take it.
+type swarm struct {
+	ih        InfoHash
+	completed atomic.Uint32
+	mu        sync.Mutex  // guards the writer-only state of the sets below
+	dead      atomic.Bool // set, under mu, when the sweep unlinks the swarm
+	v4        peerSet
+	v6        atomic.Pointer[peerSet] // nil until the first IPv6 peer
+}
+
+// New returns an empty Table, or an error naming the Config field that is
+// out of range.
 func New(cfg Config) (*Table, error) {
-	if cfg.PeerLifetime < 0 || cfg.PeerLifetime > 12*time.Hour {
-		return nil, fmt.Errorf("peertable: PeerLifetime %v out of range (0 < lifetime <= 12h)", cfg.PeerLifetime)
+	switch {
+	case cfg.PeerLifetime < 0 || cfg.PeerLifetime > maxLifetime:
+		return nil, fmt.Errorf("peertable: PeerLifetime %v out of range (0 to %v)", cfg.PeerLifetime, maxLifetime)
+	case cfg.PeerLifetime > 0 && cfg.PeerLifetime < time.Second:
+		return nil, fmt.Errorf("peertable: PeerLifetime %v is under a second", cfg.PeerLifetime)
+	case cfg.Swarms < 0:
+		return nil, fmt.Errorf("peertable: Swarms %d is negative", cfg.Swarms)
 	}
 	if cfg.PeerLifetime == 0 {
-		cfg.PeerLifetime = 31 * time.Minute
+		cfg.PeerLifetime = defaultLifetime
 	}
-	return &Table{cfg: cfg, now: time.Now(), m: make(map[InfoHash]*swarm)}, nil
+	if cfg.Swarms == 0 {
+		cfg.Swarms = defaultSwarms
+	}
+	nshards := 1
+	for nshards < cfg.Swarms/swarmsPerShard && nshards < maxShards {
+		nshards *= 2
+	}
+
+	// Stamps are 16 bits of coarse time. A unit of 1/8192 of the lifetime
+	// (at least a second) keeps every age the sweep can meet far inside
+	// the 65,536 units before a stamp wraps.
+	secs := int64((cfg.PeerLifetime + time.Second - 1) / time.Second)
+	unit := max(1, (secs+8191)/8192)
+	t := &Table{
+		shards:     make([]shard, nshards),
+		mask:       uint64(nshards - 1),
+		seed:       maphash.MakeSeed(),
+		k0:         rand.Uint64(),
+		k1:         rand.Uint64(),
+		k2:         rand.Uint64() | 1,
+		unit:       unit,
+		life:       uint16((secs + unit - 1) / unit),
+		accounting: cfg.Accounting,
+		sweepEvery: min(max(cfg.PeerLifetime/4, time.Second), 30*time.Second),
+	}
+	for i := range t.shards {
+		t.shards[i].p.Store(emptyBucket)
+	}
+	t.Tick(time.Now())
+	return t, nil
 }
 
-// Tick sets the table's coarse clock.
-func (t *Table) Tick(now time.Time) { t.mu.Lock(); t.now = now; t.mu.Unlock() }
-
-func (t *Table) Announce(a *Announce, dst []byte) ([]byte, Result) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var r Result
-	s := t.m[a.InfoHash]
-	if s == nil {
-		if a.Event == EventStopped {
-			return dst, r
-		}
-		s = &swarm{peers: make(map[netip.AddrPort]*entry)}
-		t.m[a.InfoHash] = s
+// Tick sets the table's clock, which stamps announces and decides expiry.
+// Run calls it every second; tests call it to move time. Announce never
+// reads the system clock itself.
+func (t *Table) Tick(now time.Time) {
+	s := now.Unix()
+	u := s / t.unit
+	if s%t.unit < 0 {
+		u-- // floor, so that a unit is never split around the epoch
 	}
-	e := s.peers[a.Addr]
-	if e != nil {
-		r.Prev, r.PrevFound = e.aux, t.cfg.Accounting
-	}
-	if a.Event == EventStopped {
-		delete(s.peers, a.Addr)
-	} else {
-		if e == nil {
-			e = &entry{}
-			s.peers[a.Addr] = e
-		}
-		if a.Event == EventCompleted && !e.seeder {
-			s.completed++
-		}
-		e.seeder, e.seen, e.aux = a.Seeder, t.now, a.Aux
-	}
-	n := 0
-	for ap, pe := range s.peers {
-		if pe.seeder {
-			r.Counts.Seeders++
-		} else {
-			r.Counts.Leechers++
-		}
-		if n >= a.NumWant || ap == a.Addr || ap.Addr().Is4() != a.Addr.Addr().Is4() || (a.Seeder && pe.seeder) {
-			continue
-		}
-		if ap.Addr().Is4() {
-			b := ap.Addr().As4()
-			dst = append(dst, b[:]...)
-		} else {
-			b := ap.Addr().As16()
-			dst = append(dst, b[:]...)
-		}
-		dst = append(dst, byte(ap.Port()>>8), byte(ap.Port()))
-		n++
-	}
-	r.Counts.Completed = s.completed
-	return dst, r
+	t.now.Store(u)
 }
 
-func (t *Table) Scrape(ih InfoHash) Counts {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var c Counts
-	if s := t.m[ih]; s != nil {
-		for _, pe := range s.peers {
-			if pe.seeder {
-				c.Seeders++
-			} else {
-				c.Leechers++
+func (t *Table) stamp() uint16 { return uint16(t.now.Load()) }
+
+// stale reports whether a slot seen at stamp has outlived the lifetime.
+// The age is taken modulo 2^16 and shifted by one lifetime, so that a
+// stamp slightly ahead of now (an announce that read a newer clock than
+// the sweeper) counts as fresh, and one that is far behind counts as
+// stale however far, until it wraps (see the package comment).
+func (t *Table) stale(now, stamp uint16) bool {
+	return now-stamp+t.life > 2*t.life
+}
+
+// Run keeps the table's clock and expiry going: it calls Tick every second
+// and Sweep every quarter of PeerLifetime (at least every second, at most
+// every 30 seconds), until ctx is done. It then returns nil.
+func (t *Table) Run(ctx context.Context) error {
+	// Wall time advanced by the monotonic clock, so a step of the system
+	// clock does not age or rejuvenate every peer at once.
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	next := start.Add(t.sweepEvery)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			now := start.Add(time.Since(start))
+			t.Tick(now)
+			if !now.Before(next) {
+				t.Sweep()
+				next = now.Add(t.sweepEvery)
 			}
 		}
-		c.Completed = s.completed
 	}
-	return c
 }
 
-func (t *Table) Sweep() int { return 0 }
+func (t *Table) hashIH(ih *InfoHash) uint64 { return maphash.Bytes(t.seed, ih[:]) }
 
-func (t *Table) Stats() Stats { return Stats{} }
+// home returns where a probe for hash h starts in a bucket of n slots. It
+// uses the hash bits above the shard bits.
+func home(h uint64, n int) int { return int((h >> 32) & uint64(n-1)) }
 
-func (t *Table) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (b *bucket) find(h uint64, ih *InfoHash) *swarm {
+	mask := len(b.s) - 1
+	for i := home(h, len(b.s)); ; i = (i + 1) & mask {
+		s := b.s[i]
+		if s == nil || s.ih == *ih {
+			return s
+		}
+	}
+}
+
+// rebuild returns a copy of b without its dead swarms and with add (if
+// not nil), sized for its contents.
+func (t *Table) rebuild(b *bucket, add *swarm) *bucket {
+	n := 0
+	if add != nil {
+		n++
+	}
+	for _, s := range b.s {
+		if s != nil && !s.dead.Load() {
+			n++
+		}
+	}
+	size := 1
+	for 4*n >= 3*size {
+		size *= 2
+	}
+	nb := &bucket{s: make([]*swarm, size)}
+	put := func(s *swarm) {
+		mask := size - 1
+		i := home(t.hashIH(&s.ih), size)
+		for nb.s[i] != nil {
+			i = (i + 1) & mask
+		}
+		nb.s[i] = s
+	}
+	for _, s := range b.s {
+		if s != nil && !s.dead.Load() {
+			put(s)
+		}
+	}
+	if add != nil {
+		put(add)
+	}
+	return nb
+}
+
+// purge unlinks the dead swarms of sh. Whoever meets a dead swarm calls
+// it, the sweep or an announcer, so no one waits for the other.
+func (t *Table) purge(sh *shard) {
+	for {
+		b := sh.p.Load()
+		dead := false
+		for _, s := range b.s {
+			if s != nil && s.dead.Load() {
+				dead = true
+				break
+			}
+		}
+		if !dead || sh.p.CompareAndSwap(b, t.rebuild(b, nil)) {
+			return
+		}
+	}
+}
+
+// Announce records a's peer in its swarm (or, for EventStopped, removes
+// it), then appends up to a.NumWant other peers of a's family to dst as
+// compact peers and returns it. A seeder is given only leechers; a leecher
+// seeders and leechers in proportion to their numbers. Peers are taken
+// from a random point of the swarm, so different requesters see different
+// subsets.
+//
+// Once the swarm and the peer exist and dst has room, Announce does not
+// allocate. It takes no lock shared with other swarms and reads no clock.
+func (t *Table) Announce(a *Announce, dst []byte) ([]byte, Result) {
+	h := t.hashIH(&a.InfoHash)
+	sh := &t.shards[h&t.mask]
+	k, f := keyOf(a.Addr)
+	var res Result
+	var s *swarm
+	for {
+		b := sh.p.Load()
+		s = b.find(h, &a.InfoHash)
+		if s == nil {
+			if a.Event == EventStopped {
+				return dst, res // nothing to forget; create nothing
+			}
+			// A new swarm is filled before it is published: its first
+			// peer cannot be lost to a sweep that sees it empty.
+			s = &swarm{ih: a.InfoHash}
+			res = t.updateLocked(s, a, f, &k)
+			if !sh.p.CompareAndSwap(b, t.rebuild(b, s)) {
+				continue // someone changed the shard; look again
+			}
+			break
+		}
+		s.mu.Lock()
+		if s.dead.Load() {
+			// The sweep emptied and unlinked s (or is about to): the peer
+			// belongs in its successor.
+			s.mu.Unlock()
+			t.purge(sh)
+			continue
+		}
+		res = t.updateLocked(s, a, f, &k)
+		s.mu.Unlock()
+		break
+	}
+	res.Counts = s.counts()
+	if a.NumWant > 0 {
+		set := &s.v4
+		if f == fam6 {
+			set = s.v6.Load()
+		}
+		if set != nil {
+			dst = t.pick(set, f, dst, a.NumWant, &k, a.Seeder && a.Event != EventStopped)
+		}
+	}
+	return dst, res
+}
+
+// updateLocked applies a to s.
+func (t *Table) updateLocked(s *swarm, a *Announce, f family, k *peerKey) Result {
+	var res Result
+	set := &s.v4
+	if f == fam6 {
+		set = s.v6.Load()
+		if set == nil {
+			if a.Event == EventStopped {
+				return res
+			}
+			set = new(peerSet)
+			s.v6.Store(set)
+		}
+	}
+	p := set.findLocked(t, f, k)
+	wasSeeder := p > 0
+	if p != 0 && t.accounting {
+		res.Prev, res.PrevFound = set.auxLocked(f, p), true
+	}
+	if a.Event == EventStopped {
+		if p != 0 {
+			set.removeLocked(t, f, p)
+		}
+		return res
+	}
+	if a.Event == EventCompleted && !wasSeeder {
+		s.completed.Add(1)
+	}
+	now := t.stamp()
+	switch {
+	case p != 0 && wasSeeder == a.Seeder:
+		set.touchLocked(t, f, p, now, &a.Aux)
+	case p != 0:
+		set.removeLocked(t, f, p) // a role change: out of one region...
+		fallthrough
+	default:
+		set.addLocked(t, f, k, !a.Seeder, now, &a.Aux) // ...into the other
+	}
+	return res
+}
+
+func (s *swarm) counts() Counts {
+	ns, nl := unpack(s.v4.cnt.Load())
+	if v6 := s.v6.Load(); v6 != nil {
+		ns6, nl6 := unpack(v6.cnt.Load())
+		ns, nl = ns+ns6, nl+nl6
+	}
+	return Counts{Seeders: uint32(ns), Leechers: uint32(nl), Completed: s.completed.Load()}
+}
+
+// Scrape returns the counts of swarm ih; an unknown swarm has all zeros.
+// It takes no lock.
+func (t *Table) Scrape(ih InfoHash) Counts {
+	h := t.hashIH(&ih)
+	if s := t.shards[h&t.mask].p.Load().find(h, &ih); s != nil {
+		return s.counts()
+	}
+	return Counts{}
+}
+
+// Sweep removes the peers not seen within PeerLifetime, and the swarms
+// left empty, and returns how many peers it removed. Run calls it; it
+// holds a swarm's lock for at most sweepBatch slots at a time.
+func (t *Table) Sweep() int {
+	t.sweepMu.Lock()
+	defer t.sweepMu.Unlock()
+	removed := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		dead := false
+		for _, s := range sh.p.Load().s {
+			if s == nil {
+				continue
+			}
+			n, empty := t.sweepSwarm(s)
+			removed += n
+			dead = dead || empty
+		}
+		if dead {
+			t.purge(sh)
+		}
+	}
+	return removed
+}
+
+// sweepSwarm expires the peers of s and marks s dead if it is left empty.
+func (t *Table) sweepSwarm(s *swarm) (removed int, dead bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead.Load() {
+		return 0, true
+	}
+	now := t.stamp()
+	removed = s.v4.sweepLocked(t, fam4, &s.mu, now)
+	v6 := s.v6.Load()
+	if v6 != nil {
+		removed += v6.sweepLocked(t, fam6, &s.mu, now)
+	}
+	if s.v4.size() == 0 && (v6 == nil || v6.size() == 0) {
+		s.dead.Store(true)
+		return removed, true
+	}
+	return removed, false
+}
+
+// Stats counts the swarms and peers. It walks the whole table without
+// locks, so under load the totals are approximate; it is meant for
+// metrics, not for the announce path.
+func (t *Table) Stats() Stats {
+	var st Stats
+	for i := range t.shards {
+		for _, s := range t.shards[i].p.Load().s {
+			if s == nil || s.dead.Load() {
+				continue
+			}
+			st.Swarms++
+			st.PeersV4 += s.v4.size()
+			if v6 := s.v6.Load(); v6 != nil {
+				st.PeersV6 += v6.size()
+			}
+		}
+	}
+	return st
+}
+
+// pick appends up to want peers of set to dst, never k itself; only
+// leechers when seeder is set. See the package comment for what a pick
+// that races with writers may return.
+func (t *Table) pick(set *peerSet, f family, dst []byte, want int, k *peerKey, seeder bool) []byte {
+	c := set.cnt.Load() // counts first, then the array (see the package comment)
+	v := set.vec.Load()
+	if v == nil {
+		return dst
+	}
+	capacity := len(v.e) / int(f)
+	ns, nl := unpack(c)
+	ns = min(ns, capacity)
+	nl = min(nl, capacity-ns)
+	seeders := v.e[:ns*int(f)]
+	leechers := v.e[(capacity-nl)*int(f):]
+
+	// One random word gives both starting points (multiply-shift maps 32
+	// random bits onto [0, n) without division).
+	r := rand.Uint64()
+	cl := cursor{at: int((r >> 32) * uint64(nl) >> 32), left: nl}
+	cs := cursor{at: int(uint64(uint32(r)) * uint64(ns) >> 32), left: ns}
+	now := t.stamp()
+	if seeder {
+		dst, _ = t.walk(f, dst, leechers, &cl, want, k, now)
+		return dst
+	}
+	ks := ns
+	if total := ns + nl; want < total {
+		// Rounded to nearest: the requester itself is among the
+		// leechers, and flooring would shortchange the seeders.
+		hi, lo := bits.Mul64(uint64(want), uint64(ns))
+		lo, carry := bits.Add64(lo, uint64(total/2), 0)
+		q, _ := bits.Div64(hi+carry, lo, uint64(total))
+		ks = int(q)
+	}
+	dst, gs := t.walk(f, dst, seeders, &cs, ks, k, now)
+	dst, gl := t.walk(f, dst, leechers, &cl, want-gs, k, now)
+	if gs+gl < want { // self, stale or too few leechers: more seeders
+		dst, _ = t.walk(f, dst, seeders, &cs, want-gs-gl, k, now)
+	}
+	return dst
+}
+
+// A cursor is a walk's place in a region: the next slot, and how many
+// slots it has not visited yet.
+type cursor struct{ at, left int }
+
+// walk appends up to want usable peers of region r, from c.at onwards with
+// wraparound, and returns how many it appended. It skips self, slots that
+// are stale, empty (port 0: never written in this array) or, for IPv6,
+// being rewritten.
+func (t *Table) walk(f family, dst []byte, r []atomic.Uint64, c *cursor, want int, self *peerKey, now uint16) ([]byte, int) {
+	n := len(r) / int(f)
+	got := 0
+	if f == fam4 {
+		for ; got < want && c.left > 0; c.left-- {
+			w := r[c.at].Load()
+			if c.at++; c.at == n {
+				c.at = 0
+			}
+			if w&portMask == 0 || w&^seenMask == self.tail || t.stale(now, uint16(w)) {
+				continue
+			}
+			dst = append(dst, byte(w>>56), byte(w>>48), byte(w>>40), byte(w>>32), byte(w>>24), byte(w>>16))
+			got++
+		}
+		return dst, got
+	}
+	for ; got < want && c.left > 0; c.left-- {
+		j := 3 * c.at
+		if c.at++; c.at == n {
+			c.at = 0
+		}
+		m := r[j+2].Load()
+		if m&(1<<32) != 0 { // odd seq: being rewritten
+			continue
+		}
+		hi, lo := r[j].Load(), r[j+1].Load()
+		if r[j+2].Load()>>32 != m>>32 { // rewritten while we read
+			continue
+		}
+		if m&portMask == 0 || (hi == self.hi && lo == self.lo && m&portMask == self.tail) || t.stale(now, uint16(m)) {
+			continue
+		}
+		dst = append(dst,
+			byte(hi>>56), byte(hi>>48), byte(hi>>40), byte(hi>>32), byte(hi>>24), byte(hi>>16), byte(hi>>8), byte(hi),
+			byte(lo>>56), byte(lo>>48), byte(lo>>40), byte(lo>>32), byte(lo>>24), byte(lo>>16), byte(lo>>8), byte(lo),
+			byte(m>>24), byte(m>>16))
+		got++
+	}
+	return dst, got
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package peertable
+
+const raceEnabled = false
