@@ -1,0 +1,28 @@
+// Package httpcompat serves BitTorrent's HTTP tracker protocol — announce
+// (BEP 3, with BEP 7 peers6, BEP 23 compact peers, BEP 24 external ip) and
+// scrape (BEP 48) — over the same tracker core and peer table as the UDP
+// frontend, for clients that cannot speak UDP.
+//
+// A Server listens on /announce and /scrape, and on /{passkey}/announce
+// and /{passkey}/scrape for private mode (the request path reaches the
+// core as AnnounceRequest.URLData). Refusals are bencoded replies with a
+// "failure reason" and status 200, as clients expect; only unknown paths
+// (404) and methods other than GET and HEAD (405) get an HTTP error.
+//
+// Families never mix: the client's address, never a v4-mapped one, picks
+// the peers it is given — IPv4 clients get "peers", IPv6 clients get
+// "peers6" (and an empty "peers"). IPv6 listeners are IPv6-only. The
+// client's address is the connection's peer, or, when that peer is a
+// configured trusted proxy, what the proxy's header says; the ip, ipv4 and
+// ipv6 parameters are ignored unless Config.AllowIPParam is set.
+//
+// The hot path is lean: the query is scanned in place (ParseAnnounce,
+// ParseScrape) into fixed arrays, and replies are built with an
+// append-style bencoder (AppendInt, AppendString, …) in buffers borrowed
+// from a per-Server pool, so an announce allocates nothing of its own in
+// steady state; what net/http allocates per request remains.
+//
+// A Server is safe for concurrent use; Serve owns every goroutine it
+// starts (net/http's, one per connection) and returns only after they are
+// done. Nothing a caller passes in is kept after a call returns.
+package httpcompat

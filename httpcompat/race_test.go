@@ -1,0 +1,5 @@
+//go:build race
+
+package httpcompat
+
+const raceEnabled = true
