@@ -2,6 +2,7 @@ package peertable
 
 import (
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -409,6 +410,7 @@ func (s *peerSet) sweepLocked(t *Table, f family, mu *sync.Mutex, now uint16) in
 			}
 			if budget--; budget == 0 {
 				mu.Unlock()
+				runtime.Gosched() // let a woken announcer take mu before we do
 				mu.Lock()
 				budget = sweepBatch
 				ns, nl = unpack(s.cnt.Load())
