@@ -2,4 +2,9 @@ module github.com/chihaya/chihaya
 
 go 1.26.8
 
-require github.com/pelletier/go-toml/v2 v2.4.3
+require (
+	github.com/pelletier/go-toml/v2 v2.4.3
+	golang.org/x/net v0.62.0
+)
+
+require golang.org/x/sys v0.50.0 // indirect

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// probeEvery is the pause between readiness probes, and how long a probe
+// waits for each reply.
+const probeEvery = 250 * time.Millisecond
+
+// probePort is the port the readiness probe announces. The probe says
+// "stopped", so it adds no peer, and prefill reaches this port only for a
+// torrent that gets 65535 peers.
+const probePort = 65535
+
+// waitReady returns once the tracker at cfg.target answers a connect and
+// then an announce of ih with a valid announce reply, or fails after
+// cfg.wait. A tracker that loads its whitelist in the background answers
+// with errors until it has read the whole list, so ih is the last hash.
+func waitReady(ctx context.Context, cfg *runConfig, ih [20]byte, log io.Writer) error {
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.target))
+	if err != nil {
+		return fmt.Errorf("wait: %w", err)
+	}
+	defer conn.Close()
+	peerLen := peerLenIPv4
+	if cfg.target.Addr().Is6() {
+		peerLen = peerLenIPv6
+	}
+	start := time.Now()
+	deadline := start.Add(cfg.wait)
+	last := errors.New("no reply")
+	for try := uint32(1); time.Now().Before(deadline) && ctx.Err() == nil && try < 1<<20; try++ {
+		err := probe(conn, ih, try, peerLen)
+		if err == nil {
+			fmt.Fprintf(log, "chihaya-load: %v ready after %v\n", cfg.target, time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+		case <-time.After(probeEvery):
+		}
+	}
+	return fmt.Errorf("wait: %v not ready after %v: %v", cfg.target, cfg.wait, last)
+}
+
+// probe makes one connect and announce exchange on conn, with
+// transaction IDs derived from try so that late replies to earlier tries
+// are skipped.
+func probe(conn *net.UDPConn, ih [20]byte, try uint32, peerLen int) error {
+	buf := make([]byte, recvBufLen)
+	exchange := func(req []byte, txID, want uint32) ([]byte, error) {
+		if _, err := conn.Write(req); err != nil {
+			return nil, err
+		}
+		conn.SetReadDeadline(time.Now().Add(probeEvery))
+		for range 16 { // skip stale replies, but not forever
+			n, err := conn.Read(buf)
+			if err != nil {
+				return nil, err
+			}
+			action, got, ok := replyHeader(buf[:n])
+			if !ok || got != txID {
+				continue
+			}
+			if action == actionError {
+				return nil, fmt.Errorf("error reply %q", errorText(buf[:n]))
+			}
+			if action != want {
+				return nil, fmt.Errorf("reply action %d, want %d", action, want)
+			}
+			return buf[:n], nil
+		}
+		return nil, errors.New("only stale replies")
+	}
+	txID := try << 1
+	b, err := exchange(appendConnect(nil, txID), txID, actionConnect)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	id, why := parseConnect(b)
+	if why != badNone {
+		return fmt.Errorf("connect: invalid reply (%s)", badNames[why])
+	}
+	a := &announce{ConnID: id, TxID: txID | 1, InfoHash: ih, Event: eventStopped, NumWant: 0}
+	setPeer(a, probePort-1)
+	b, err = exchange(appendAnnounce(nil, a), a.TxID, actionAnnounce)
+	if err != nil {
+		return fmt.Errorf("announce: %w", err)
+	}
+	if _, why := parseAnnounce(b, peerLen, 0); why != badNone {
+		return fmt.Errorf("announce: invalid reply (%s)", badNames[why])
+	}
+	return nil
+}
