@@ -1,0 +1,296 @@
+package peertable
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// refTable is the reference the lock-free Table must beat: the plain
+// design, N shards each with a sync.RWMutex over a map of swarms, each
+// swarm a map of peers per family. Announce holds the shard's write lock
+// for the update and the pick; Scrape takes the read lock. It stores
+// pointer-free keys, keeps counts, pads shards to a cache line and picks
+// peers by map iteration (which starts at a random place), so it is a
+// fair opponent, not a straw man.
+type refTable struct {
+	seed   maphash.Seed
+	now    atomic.Int64
+	shards [refShards]refShard
+}
+
+const refShards = 1024
+
+type refShard struct {
+	mu sync.RWMutex
+	m  map[InfoHash]*refSwarm
+	_  [64 - 24 - 8]byte
+}
+
+type refKey struct {
+	addr [16]byte // IPv4 in the first 4 bytes
+	port uint16
+}
+
+type refPeer struct {
+	seeder bool
+	seen   int64
+	aux    Aux
+}
+
+type refSwarm struct {
+	peers                        [2]map[refKey]refPeer // IPv4, IPv6
+	seeders, leechers, completed uint32
+}
+
+func newRefTable() *refTable {
+	t := &refTable{seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].m = make(map[InfoHash]*refSwarm)
+	}
+	t.now.Store(time.Now().Unix())
+	return t
+}
+
+func (t *refTable) shard(ih *InfoHash) *refShard {
+	return &t.shards[maphash.Bytes(t.seed, ih[:])%refShards]
+}
+
+func (t *refTable) Announce(a *Announce, dst []byte) ([]byte, Result) {
+	var k refKey
+	fam := 0
+	if a.Addr.Addr().Is4() {
+		b := a.Addr.Addr().As4()
+		copy(k.addr[:], b[:])
+	} else {
+		fam, k.addr = 1, a.Addr.Addr().As16()
+	}
+	k.port = a.Addr.Port()
+	sh := t.shard(&a.InfoHash)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.m[a.InfoHash]
+	if s == nil {
+		if a.Event == EventStopped {
+			return dst, Result{}
+		}
+		s = &refSwarm{peers: [2]map[refKey]refPeer{make(map[refKey]refPeer), make(map[refKey]refPeer)}}
+		sh.m[a.InfoHash] = s
+	}
+	var res Result
+	old, found := s.peers[fam][k]
+	if found {
+		res.Prev, res.PrevFound = old.aux, true
+		if old.seeder {
+			s.seeders--
+		} else {
+			s.leechers--
+		}
+	}
+	if a.Event == EventStopped {
+		delete(s.peers[fam], k)
+	} else {
+		if a.Event == EventCompleted && !(found && old.seeder) {
+			s.completed++
+		}
+		s.peers[fam][k] = refPeer{seeder: a.Seeder, seen: t.now.Load(), aux: a.Aux}
+		if a.Seeder {
+			s.seeders++
+		} else {
+			s.leechers++
+		}
+	}
+	res.Counts = Counts{Seeders: s.seeders, Leechers: s.leechers, Completed: s.completed}
+	n := 0
+	for pk, p := range s.peers[fam] {
+		if n >= a.NumWant {
+			break
+		}
+		if pk == k || (a.Seeder && p.seeder) {
+			continue
+		}
+		if fam == 0 {
+			dst = append(dst, pk.addr[:4]...)
+		} else {
+			dst = append(dst, pk.addr[:]...)
+		}
+		dst = binary.BigEndian.AppendUint16(dst, pk.port)
+		n++
+	}
+	return dst, res
+}
+
+func (t *refTable) Scrape(ih InfoHash) Counts {
+	sh := t.shard(&ih)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if s := sh.m[ih]; s != nil {
+		return Counts{Seeders: s.seeders, Leechers: s.leechers, Completed: s.completed}
+	}
+	return Counts{}
+}
+
+// announcer is what the mixed workload drives.
+type announcer interface {
+	Announce(a *Announce, dst []byte) ([]byte, Result)
+	Scrape(ih InfoHash) Counts
+}
+
+// The mixed workload: mixSwarms swarms whose popularity follows a Zipf
+// law, the most popular with mixTopPeers peers and the tail with 2, a
+// fifth of peers on IPv6. An operation is a scrape (5%), a stop (5%), a
+// start (5%), a completion (5%) or a plain re-announce (80%) asking for 50
+// peers; stopped peers come back, so the population stays steady.
+const (
+	mixSwarms   = 100_000
+	mixTopPeers = 20_000
+)
+
+func mixPool(z int) int { return max(2, mixTopPeers/(z+1)) }
+
+func mixAddr(z, k int) netip.AddrPort {
+	if k%5 == 4 {
+		b := [16]byte{0x20, 0x01, 0x0d, 0xb8, 8: byte(z >> 16), 9: byte(z >> 8), 10: byte(z), 14: byte(k >> 8), 15: byte(k)}
+		return netip.AddrPortFrom(netip.AddrFrom16(b), 6881)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(z >> 9), byte(z >> 1), byte(z<<7) | byte(k>>8), byte(k)}), uint16(6881+k%7))
+}
+
+func fillMixed(tb announcer) {
+	a := &Announce{Event: EventStarted}
+	for z := range mixSwarms {
+		binary.BigEndian.PutUint64(a.InfoHash[:], uint64(z))
+		for k := range mixPool(z) {
+			a.Addr, a.Seeder = mixAddr(z, k), k%4 == 0
+			tb.Announce(a, nil)
+		}
+	}
+}
+
+func BenchmarkMixed(b *testing.B) {
+	impls := []struct {
+		name string
+		new  func() announcer
+	}{
+		{"lockfree", func() announcer { return newTable(b, Config{Swarms: mixSwarms}) }},
+		{"rwmutex", func() announcer { return newRefTable() }},
+	}
+	for _, impl := range impls {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			tb := impl.new()
+			fillMixed(tb)
+			var seed atomic.Uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				r := rand.New(rand.NewPCG(seed.Add(1), 7))
+				zipf := rand.NewZipf(r, 1.1, 1, mixSwarms-1)
+				dst := make([]byte, 0, 50*PeerLenV6)
+				a := &Announce{}
+				for pb.Next() {
+					z := int(zipf.Uint64())
+					binary.BigEndian.PutUint64(a.InfoHash[:], uint64(z))
+					op := r.IntN(100)
+					if op < 5 {
+						tb.Scrape(a.InfoHash)
+						continue
+					}
+					k := r.IntN(mixPool(z))
+					a.Addr, a.Seeder, a.NumWant, a.Event = mixAddr(z, k), k%4 == 0, 50, EventNone
+					switch {
+					case op < 10:
+						a.Event, a.NumWant = EventStopped, 0
+					case op < 15:
+						a.Event = EventStarted
+					case op < 20:
+						a.Event, a.Seeder = EventCompleted, true
+					}
+					dst, _ = tb.Announce(a, dst[:0])
+				}
+			})
+		})
+	}
+}
+
+func BenchmarkAnnounce(b *testing.B) {
+	for _, fam := range []string{"v4", "v6"} {
+		for _, n := range []int{10, 1_000, 100_000} {
+			b.Run(fmt.Sprintf("family=%s/peers=%d", fam, n), func(b *testing.B) {
+				tb, a := newSwarm(b, Config{}, fam == "v6", n) // filled before timing starts
+				dst := make([]byte, 0, 50*PeerLenV6)
+				b.ReportAllocs()
+				for b.Loop() {
+					dst, _ = tb.Announce(a, dst[:0])
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkSweep sweeps one large swarm in which nothing has expired: the
+// cost every sweep pays per live peer.
+func BenchmarkSweep(b *testing.B) {
+	for _, n := range []int{100_000} {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			tb, _ := newSwarm(b, Config{}, false, n)
+			b.ReportAllocs()
+			for b.Loop() {
+				if got := tb.Sweep(); got != 0 {
+					b.Fatalf("Sweep removed %d fresh peers", got)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/peer")
+		})
+	}
+}
+
+// BenchmarkMemory reports the heap each implementation holds per peer with
+// 1,000,000 IPv4 peers spread at random over 100,000 swarms (10 on
+// average). Run it alone, with -benchtime=1x: it builds the whole table
+// per iteration.
+func BenchmarkMemory(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds tables of a million peers")
+	}
+	const peers, swarms = 1_000_000, 100_000
+	impls := []struct {
+		name string
+		new  func() announcer
+	}{
+		{"lockfree", func() announcer { return newTable(b, Config{Swarms: swarms}) }},
+		{"rwmutex", func() announcer { return newRefTable() }},
+	}
+	for _, impl := range impls {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			var heap, inuse float64
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				tb := impl.new()
+				r := rand.New(rand.NewPCG(1, 2))
+				a := &Announce{}
+				for i := range peers {
+					binary.BigEndian.PutUint64(a.InfoHash[:], r.Uint64N(swarms))
+					a.Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}), 6881)
+					a.Seeder = i%4 == 0
+					tb.Announce(a, nil)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				runtime.KeepAlive(tb)
+				heap = float64(after.HeapAlloc-before.HeapAlloc) / peers
+				inuse = float64(after.HeapInuse-before.HeapInuse) / peers
+			}
+			b.ReportMetric(heap, "bytes/peer")
+			b.ReportMetric(inuse, "inuse-bytes/peer")
+		})
+	}
+}
