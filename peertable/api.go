@@ -48,7 +48,9 @@ type Aux struct {
 type Announce struct {
 	InfoHash InfoHash
 	// Addr is the peer's address (unmapped) and announced port. Its family
-	// picks the set the peer lives in and the peers it is given.
+	// picks the set the peer lives in and the peers it is given. A peer
+	// with port 0 is kept and counted but never handed out (the tracker
+	// refuses such announces anyway).
 	Addr    netip.AddrPort
 	Event   Event
 	Seeder  bool // left == 0
