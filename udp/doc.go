@@ -1,0 +1,54 @@
+// Package udp is chihaya's BEP 15 frontend: it answers connect, announce
+// and scrape requests over UDP from one tracker.Tracker, with BEP 41 URL
+// data passed on to the tracker (private mode reads the passkey there).
+//
+// # Sockets and workers
+//
+// For each listen address a Server opens Config.Workers sockets bound to
+// the same port with SO_REUSEPORT; each socket has one worker goroutine
+// that owns it and all its buffers. A worker reads up to Config.Batch
+// datagrams with one recvmmsg, answers them in place and sends the
+// replies with one sendmmsg (elsewhere than Linux, one datagram per
+// call). In steady state a request allocates nothing: requests are parsed
+// into values the worker reuses, peers are appended by the tracker
+// straight into the worker's reply buffer, and replies are addressed to
+// the sockaddr the request came from.
+//
+// # Invariants
+//
+//   - IPv4 peers go only to IPv4 clients and IPv6 peers only to IPv6
+//     clients, decided by the source address of the request (4-in-6
+//     addresses unmapped). IPv6 sockets are IPV6_V6ONLY.
+//   - Only a connect request is answered without a valid connection ID,
+//     and its 16-byte reply is no larger than the request. Any other
+//     request without a valid ID gets no reply at all; one with a valid
+//     ID that cannot be parsed gets a BEP 15 error naming the fault.
+//   - Only the text of a *ParseError or *tracker.ClientError is sent to a
+//     client; any other error goes out as "internal error".
+//   - An announce reply fits Config.MaxPacket, headers included: numwant
+//     is clamped to the peers that fit.
+//   - No request, however malformed, makes a parser read out of bounds,
+//     loop, or hold more than MaxURLData bytes of URL data.
+//
+// # Connection IDs
+//
+// A connection ID is a keyed hash (SipHash-2-4) of the client's IP
+// address and the time of issue, so any worker and any process sharing
+// Config.Secret can check it without state; see connid.go for the layout
+// and why the port is left out. An ID is valid for two minutes plus
+// Config.ConnIDGrace; one stamped more than a second in the future is
+// refused.
+//
+// # Concurrency
+//
+// A Server's methods are safe for concurrent use. Serve blocks until its
+// context is done or Close is called, then pushes the workers out of
+// their system calls with a deadline, waits for them and closes the
+// sockets. Errors are logged through Config.Logger, never once per
+// packet; per-packet outcomes are counted in Stats.
+//
+// The codec is exported for clients, load generators and fuzzing:
+// ParseConnect, ParseAnnounce and ParseScrape read requests without
+// allocating once their destination has capacity, and AppendConnect,
+// AppendAnnounce and AppendScrape write them.
+package udp

@@ -1,0 +1,178 @@
+package udp
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// batchConn reads and writes a worker's batch with one recvmmsg and one
+// sendmmsg each, through the socket's syscall.RawConn so that the Go
+// poller still parks the goroutine and deadlines still work.
+//
+// It calls the system calls itself rather than through x/net's
+// ipv4.PacketConn.ReadBatch, which allocates a *net.UDPAddr and its IP
+// for every datagram received (measured: 16 allocations for a batch of
+// 8); WriteBatch does not allocate, but reading and writing with the
+// same preallocated headers is simpler than mixing the two. Every header,
+// iovec and address below is allocated once, in init, and points into
+// the worker's messages, whose buffers never move.
+//
+// A reply goes to the very sockaddr its request came from, so an IPv6
+// scope ID survives without a netip zone (which would allocate).
+type batchConn struct {
+	rc    syscall.RawConn
+	rhdrs []unix.Mmsghdr // receive, one per message
+	riovs []unix.Iovec
+	names [][unix.SizeofSockaddrInet6]byte // senders, as the kernel wrote them
+	whdrs []unix.Mmsghdr                   // send, packed with the messages that have replies
+	wiovs []unix.Iovec
+
+	// State of the call in progress, for the bound functions below,
+	// which are made once so that passing them does not allocate.
+	vec    []unix.Mmsghdr
+	n      int
+	errno  syscall.Errno
+	readF  func(fd uintptr) bool
+	writeF func(fd uintptr) bool
+}
+
+func (c *batchConn) init(conn *net.UDPConn, msgs []message) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	n := len(msgs)
+	c.rc = rc
+	c.rhdrs = make([]unix.Mmsghdr, n)
+	c.riovs = make([]unix.Iovec, n)
+	c.names = make([][unix.SizeofSockaddrInet6]byte, n)
+	c.whdrs = make([]unix.Mmsghdr, n)
+	c.wiovs = make([]unix.Iovec, n)
+	for i := range msgs {
+		c.riovs[i].Base = unsafe.SliceData(msgs[i].buf)
+		c.riovs[i].SetLen(len(msgs[i].buf))
+		h := &c.rhdrs[i].Hdr
+		h.Name = &c.names[i][0]
+		h.Iov = &c.riovs[i]
+		h.SetIovlen(1)
+		c.whdrs[i].Hdr.Iov = &c.wiovs[i]
+		c.whdrs[i].Hdr.SetIovlen(1)
+	}
+	c.readF = c.recvmmsg
+	c.writeF = c.sendmmsg
+	return nil
+}
+
+// read blocks until at least one datagram arrives, then fills as many
+// messages as are waiting (up to len(msgs)) and returns how many.
+func (c *batchConn) read(msgs []message) (int, error) {
+	for i := range c.rhdrs {
+		c.rhdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		c.rhdrs[i].Hdr.Flags = 0
+		c.rhdrs[i].Len = 0
+	}
+	c.vec = c.rhdrs
+	if err := c.rc.Read(c.readF); err != nil {
+		return 0, err
+	}
+	if c.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", c.errno)
+	}
+	for i := range c.n {
+		h := &c.rhdrs[i]
+		// A longer address would have been cut; keep write from reading
+		// past the array.
+		h.Hdr.Namelen = min(h.Hdr.Namelen, unix.SizeofSockaddrInet6)
+		m := &msgs[i]
+		m.n = int(h.Len)
+		m.src = parseSockaddr(c.names[i][:h.Hdr.Namelen])
+	}
+	return c.n, nil
+}
+
+// write sends the replies in msgs, each to the address its request came
+// from. A reply the kernel refuses (a broadcast or otherwise unroutable
+// source) is counted in failed and skipped; only an error that stops
+// the socket is returned.
+func (c *batchConn) write(msgs []message, failed *atomic.Uint64) error {
+	k := 0
+	for i := range msgs {
+		m := &msgs[i]
+		if len(m.out) == 0 {
+			continue
+		}
+		c.wiovs[k].Base = unsafe.SliceData(m.out)
+		c.wiovs[k].SetLen(len(m.out))
+		c.whdrs[k].Hdr.Name = &c.names[i][0]
+		c.whdrs[k].Hdr.Namelen = c.rhdrs[i].Hdr.Namelen
+		k++
+	}
+	for sent := 0; sent < k; {
+		c.vec = c.whdrs[sent:k]
+		if err := c.rc.Write(c.writeF); err != nil {
+			return err
+		}
+		if c.errno != 0 {
+			failed.Add(1) // the error is the first message's
+			sent++
+			continue
+		}
+		sent += c.n
+	}
+	return nil
+}
+
+func (c *batchConn) recvmmsg(fd uintptr) bool {
+	return c.mmsg(unix.SYS_RECVMMSG, fd)
+}
+
+func (c *batchConn) sendmmsg(fd uintptr) bool {
+	return c.mmsg(unix.SYS_SENDMMSG, fd)
+}
+
+// mmsg makes one non-blocking call on c.vec. It returns false only when
+// the socket is not ready, so that the poller waits and calls again.
+func (c *batchConn) mmsg(trap, fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.vec))), uintptr(len(c.vec)), 0, 0, 0)
+		switch errno {
+		case 0:
+			c.n, c.errno = int(n), 0
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			c.n, c.errno = 0, errno
+			return true
+		}
+	}
+}
+
+// parseSockaddr reads an AF_INET or AF_INET6 sockaddr; the result is
+// unmapped and without a zone. Anything else gives the zero AddrPort,
+// which handle drops.
+func parseSockaddr(b []byte) netip.AddrPort {
+	if len(b) < 2 {
+		return netip.AddrPort{}
+	}
+	switch binary.NativeEndian.Uint16(b) {
+	case unix.AF_INET:
+		if len(b) >= unix.SizeofSockaddrInet4 {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[2:]))
+		}
+	case unix.AF_INET6:
+		if len(b) >= unix.SizeofSockaddrInet6 {
+			return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), binary.BigEndian.Uint16(b[2:]))
+		}
+	}
+	return netip.AddrPort{}
+}

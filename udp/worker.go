@@ -1,0 +1,268 @@
+package udp
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
+)
+
+// internalErrorText is all a client learns of an error that is not a
+// *tracker.ClientError or *ParseError.
+const internalErrorText = "internal error"
+
+// A message is one slot of a worker's batch: a datagram read into buf
+// and the reply written into out. Both buffers are allocated once, when
+// the worker is made, and reused for every datagram that lands in the
+// slot.
+type message struct {
+	buf []byte         // maxRequestLen+1 bytes, so a longer datagram shows
+	n   int            // bytes received
+	src netip.AddrPort // sender, unmapped
+	out []byte         // reply; empty means none. cap is Server.replyLen
+}
+
+// counters are one worker's share of Stats. Each worker has its own, so
+// workers never write to the same cache line; Stats sums them.
+type counters struct {
+	connects       atomic.Uint64
+	announces      atomic.Uint64
+	scrapes        atomic.Uint64
+	errorReplies   atomic.Uint64
+	badConnIDs     atomic.Uint64
+	malformed      atomic.Uint64
+	internalErrors atomic.Uint64
+	readErrors     atomic.Uint64
+	writeErrors    atomic.Uint64
+	_              [64]byte
+}
+
+// A worker owns one socket's reads and writes, its batch of messages and
+// the request values it parses into; nothing in it is shared with other
+// workers, and its goroutine is the only one touching it (Stats reads
+// only the atomic counters).
+type worker struct {
+	s     *Server
+	conn  *net.UDPConn // nil in benchmarks of handle
+	io    batchConn
+	msgs  []message
+	ann   AnnounceRequest
+	treq  tracker.AnnounceRequest
+	scr   ScrapeRequest
+	stats counters
+
+	lastInternalLog time.Time
+	lastInternalErr error
+	internalSince   uint64 // internal errors not yet logged
+}
+
+func newWorker(s *Server, conn *net.UDPConn) (*worker, error) {
+	w := &worker{
+		s:    s,
+		conn: conn,
+		msgs: make([]message, s.cfg.Batch),
+		ann:  AnnounceRequest{URLData: make([]byte, 0, MaxURLData)},
+		scr:  ScrapeRequest{InfoHashes: make([]peertable.InfoHash, 0, MaxScrapeInfoHashes)},
+	}
+	// One slab each for requests and replies keeps a batch's buffers
+	// together in memory.
+	in := make([]byte, s.cfg.Batch*(maxRequestLen+1))
+	out := make([]byte, s.cfg.Batch*s.replyLen)
+	for i := range w.msgs {
+		m := &w.msgs[i]
+		m.buf = in[i*(maxRequestLen+1) : (i+1)*(maxRequestLen+1) : (i+1)*(maxRequestLen+1)]
+		m.out = out[i*s.replyLen : i*s.replyLen : (i+1)*s.replyLen]
+	}
+	if conn != nil {
+		if err := w.io.init(conn, w.msgs); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// run answers batches of datagrams until the Server stops.
+func (w *worker) run() {
+	var backoff time.Duration
+	for {
+		n, err := w.io.read(w.msgs)
+		if err != nil {
+			if w.s.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			w.stats.readErrors.Add(1)
+			// Back off as net/http's accept loop does, logging once per
+			// run of failures rather than once per failure.
+			if backoff == 0 {
+				w.s.log.Error("udp: read failed", "addr", w.conn.LocalAddr().String(), "err", err)
+				backoff = 5 * time.Millisecond
+			} else {
+				backoff = min(2*backoff, time.Second)
+			}
+			select {
+			case <-w.s.closed:
+				return
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		now := time.Now() // the one clock read per batch
+		for i := range n {
+			w.handle(&w.msgs[i], now.Unix())
+		}
+		if err := w.io.write(w.msgs[:n], &w.stats.writeErrors); err != nil {
+			if w.s.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			w.stats.writeErrors.Add(1)
+		}
+		if w.internalSince > 0 && now.Sub(w.lastInternalLog) >= time.Minute {
+			w.logInternal(now)
+		}
+	}
+}
+
+// handle answers one datagram, leaving the reply (if any) in m.out. Only
+// a connect with the right protocol ID is answered without a valid
+// connection ID, and its reply is no larger than the request.
+func (w *worker) handle(m *message, now int64) {
+	m.out = m.out[:0]
+	b := m.buf[:m.n]
+	if len(b) < headerLen || m.src.Port() == 0 {
+		w.stats.malformed.Add(1)
+		return
+	}
+	action := binary.BigEndian.Uint32(b[8:])
+	txID := binary.BigEndian.Uint32(b[12:])
+	addr := m.src.Addr()
+	if action == actionConnect {
+		if _, err := ParseConnect(b); err != nil {
+			w.stats.malformed.Add(1)
+			return
+		}
+		w.stats.connects.Add(1)
+		m.out = appendConnectReply(m.out, txID, w.s.ids.issue(addr, now))
+		return
+	}
+	if !w.s.ids.valid(binary.BigEndian.Uint64(b), addr, now) {
+		w.stats.badConnIDs.Add(1)
+		return
+	}
+	switch {
+	case len(b) > maxRequestLen:
+		w.refuse(m, txID, errRequestTooLarge)
+	case action == actionAnnounce:
+		w.stats.announces.Add(1)
+		w.announce(m, b, txID)
+	case action == actionScrape:
+		w.stats.scrapes.Add(1)
+		w.scrape(m, b, txID)
+	default:
+		w.refuse(m, txID, errUnknownAction)
+	}
+}
+
+func (w *worker) announce(m *message, b []byte, txID uint32) {
+	r := &w.ann
+	if err := ParseAnnounce(b, r); err != nil {
+		w.refuse(m, txID, err)
+		return
+	}
+	// The reply's family is the source's: the IP field may only name
+	// another IPv4 address, and only when the operator allows it.
+	ip := m.src.Addr()
+	maxPeers, peerLen := w.s.maxPeers6, peertable.PeerLenV6
+	if ip.Is4() {
+		maxPeers, peerLen = w.s.maxPeers4, peertable.PeerLenV4
+		if w.s.cfg.AllowIPOverride && r.IP != [4]byte{} {
+			ip = netip.AddrFrom4(r.IP)
+		}
+	}
+	want := int(r.NumWant)
+	if want < 0 {
+		want = w.s.defaultNumWant
+	}
+	want = min(want, maxPeers)
+
+	t := &w.treq
+	*t = tracker.AnnounceRequest{
+		InfoHash:   r.InfoHash,
+		PeerID:     r.PeerID,
+		Addr:       netip.AddrPortFrom(ip, r.Port),
+		Uploaded:   r.Uploaded,
+		Downloaded: r.Downloaded,
+		Left:       r.Left,
+		Event:      r.Event,
+		NumWant:    want,
+		Key:        r.Key,
+		URLData:    r.URLData,
+	}
+	// The tracker appends peers straight after the reply header.
+	res, err := w.s.core.Announce(t, m.out[:announceReplyLen])
+	t.URLData = nil
+	if err != nil {
+		w.refuse(m, txID, err)
+		return
+	}
+	peers := res.Peers
+	if limit := want * peerLen; len(peers) > limit {
+		peers = peers[:limit] // never outgrow MaxPacket, whatever the table does
+	}
+	m.out = append(m.out[:announceReplyLen], peers...) // a no-op copy when in place
+	putAnnounceReply(m.out, txID, res.Interval, res.Counts)
+}
+
+func (w *worker) scrape(m *message, b []byte, txID uint32) {
+	r := &w.scr
+	if err := ParseScrape(b, r); err != nil {
+		w.refuse(m, txID, err)
+		return
+	}
+	m.out = appendScrapeReply(m.out, txID)
+	for _, ih := range r.InfoHashes {
+		m.out = appendScrapeCounts(m.out, w.s.core.Scrape(ih))
+	}
+}
+
+// refuse answers with a BEP 15 error. Only the text of a *ParseError or
+// a *tracker.ClientError reaches the client.
+func (w *worker) refuse(m *message, txID uint32, err error) {
+	var msg string
+	switch e := err.(type) {
+	case *ParseError:
+		w.stats.malformed.Add(1)
+		msg = e.Error()
+	case *tracker.ClientError:
+		msg = e.Error()
+	default:
+		if ce := (*tracker.ClientError)(nil); errors.As(err, &ce) {
+			msg = ce.Error()
+			break
+		}
+		w.stats.internalErrors.Add(1)
+		if w.lastInternalLog.IsZero() {
+			// The first is logged at once; later ones once a minute.
+			w.lastInternalLog = time.Now()
+			w.s.log.Error("udp: tracker failed", "err", err)
+		} else {
+			w.internalSince++
+			w.lastInternalErr = err
+		}
+		msg = internalErrorText
+	}
+	w.stats.errorReplies.Add(1)
+	m.out = appendErrorReply(m.out[:0], txID, msg)
+}
+
+// logInternal reports internal errors counted since the last report, at
+// most once a minute per worker.
+func (w *worker) logInternal(now time.Time) {
+	w.s.log.Error("udp: tracker failed", "count", w.internalSince, "since", w.lastInternalLog, "last_err", w.lastInternalErr)
+	w.lastInternalLog, w.lastInternalErr, w.internalSince = now, nil, 0
+}
