@@ -1,0 +1,212 @@
+package httpcompat
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"testing"
+
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
+)
+
+// benchSwarm returns a handler-only Server whose tracker holds a swarm of
+// n leechers of each family, and that swarm's info hash.
+func benchSwarm(tb testing.TB, n int) (*Server, peertable.InfoHash) {
+	tb.Helper()
+	tr := newTracker(tb)
+	s, err := newServer(Config{Logger: slog.New(slog.DiscardHandler)}, tr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ih := hashOf("bench")
+	for i := range n {
+		for _, a := range []netip.Addr{
+			netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}),
+			netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}),
+		} {
+			req := tracker.AnnounceRequest{InfoHash: ih, Addr: netip.AddrPortFrom(a, 6881), Left: 1, NumWant: 0}
+			if _, err := tr.Announce(&req, nil); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	return s, ih
+}
+
+// benchQuery is what a typical client sends.
+func benchQuery(ih peertable.InfoHash, extra string) string {
+	return "info_hash=" + escape(ih[:]) + "&peer_id=-qB4650-" + "k8hj0wgej6ch" +
+		"&port=51413&uploaded=0&downloaded=0&left=1048576&corrupt=0&key=5A2B3C4D&event=&numwant=50&no_peer_id=1&supportcrypto=1&redundant=0" + extra
+}
+
+func BenchmarkParseAnnounce(b *testing.B) {
+	q := benchQuery(hashOf("bench"), "")
+	var aq AnnounceQuery
+	b.SetBytes(int64(len(q)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ParseAnnounce(q, &aq); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAnnounce is one announce as the handler runs it: parse the
+// query, call the core (50 peers from a swarm of 1000), encode the reply.
+func BenchmarkAnnounce(b *testing.B) {
+	s, ih := benchSwarm(b, 1000)
+	for _, fam := range []string{"v4", "v6"} {
+		for _, compact := range []int{1, 0} {
+			b.Run(fmt.Sprintf("family=%s/compact=%d", fam, compact), func(b *testing.B) {
+				client := netip.MustParseAddr("192.0.2.1")
+				if fam == "v6" {
+					client = netip.MustParseAddr("2001:db8:ffff::1")
+				}
+				q := benchQuery(ih, "&compact="+strconv.Itoa(compact))
+				x := s.newExchange()
+				path := copy(x.path[:], "/announce")
+				b.ReportAllocs()
+				for b.Loop() {
+					x.out = s.announce(x, client, x.path[:path], q)
+				}
+				b.SetBytes(int64(len(x.out)))
+			})
+		}
+	}
+}
+
+func BenchmarkScrape(b *testing.B) {
+	s, ih := benchSwarm(b, 10)
+	for _, n := range []int{1, 64} {
+		b.Run(fmt.Sprintf("hashes=%d", n), func(b *testing.B) {
+			q := ""
+			for i := range n {
+				h := ih
+				h[19] += byte(i)
+				q += "info_hash=" + escape(h[:]) + "&"
+			}
+			x := s.newExchange()
+			b.ReportAllocs()
+			for b.Loop() {
+				x.out = s.scrape(x, q)
+			}
+		})
+	}
+}
+
+// nopWriter is a ResponseWriter that keeps nothing, so that
+// BenchmarkServeHTTP counts the handler's allocations alone.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+func benchRequest(tb testing.TB, ih peertable.InfoHash) *http.Request {
+	u, err := url.Parse("/announce?" + benchQuery(ih, ""))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &http.Request{Method: "GET", URL: u, RemoteAddr: "192.0.2.1:40000", Header: http.Header{}}
+}
+
+// BenchmarkServeHTTP runs the handler as net/http calls it, minus what
+// net/http itself does per request.
+func BenchmarkServeHTTP(b *testing.B) {
+	s, ih := benchSwarm(b, 1000)
+	r := benchRequest(b, ih)
+	w := &nopWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.ServeHTTP(w, r)
+	}
+}
+
+// BenchmarkLoopback is one announce over a kept-alive loopback connection:
+// net/http's own per-request work included. The client reads raw bytes,
+// so the allocations counted are nearly all the server's.
+func BenchmarkLoopback(b *testing.B) {
+	ts := startServerTB(b)
+	ih := hashOf("bench")
+	for port := 1; port <= 5; port++ {
+		if _, err := ts.tr.Announce(&tracker.AnnounceRequest{InfoHash: ih, Addr: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(port)), Left: 1}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c, err := net.Dial("tcp", ts.s.Addrs()[0].String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte("GET /announce?" + benchQuery(ih, "") + " HTTP/1.1\r\nHost: tracker\r\nUser-Agent: qBittorrent/4.6.5\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\r\n")
+	br := bufio.NewReaderSize(c, 4096)
+	body := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n := -1
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(line) <= 2 {
+				break
+			}
+			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+				n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+			}
+		}
+		if n < 0 || n > len(body) {
+			b.Fatalf("reply without a small Content-Length (%d)", n)
+		}
+		if _, err := io.ReadFull(br, body[:n]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestAnnounceDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race")
+	}
+	s, ih := benchSwarm(t, 100)
+	for _, tc := range []struct{ client, extra string }{
+		{"192.0.2.1", ""}, {"2001:db8:ffff::1", ""}, {"192.0.2.1", "&compact=0"}, {"2001:db8:ffff::1", "&compact=0"},
+	} {
+		client := netip.MustParseAddr(tc.client)
+		q := benchQuery(ih, tc.extra)
+		x := s.newExchange()
+		x.out = s.announce(x, client, nil, q) // the peer joins
+		if !bytes.Contains(x.out, []byte("8:intervali")) {
+			t.Fatalf("announce from %s%s: %q", tc.client, tc.extra, x.out)
+		}
+		if n := testing.AllocsPerRun(100, func() { x.out = s.announce(x, client, nil, q) }); n != 0 {
+			t.Errorf("announce from %s%s allocated %v times, want 0", tc.client, tc.extra, n)
+		}
+	}
+	x := s.newExchange()
+	scrape := "info_hash=" + escape(ih[:]) + "&info_hash=" + escape(bytesOf(7))
+	if x.out = s.scrape(x, scrape); !bytes.HasPrefix(x.out, []byte("d5:files")) {
+		t.Fatalf("scrape: %q", x.out)
+	}
+	if n := testing.AllocsPerRun(100, func() { x.out = s.scrape(x, scrape) }); n != 0 {
+		t.Errorf("scrape allocated %v times, want 0", n)
+	}
+	r := benchRequest(t, ih)
+	w := &nopWriter{h: http.Header{}}
+	s.ServeHTTP(w, r)
+	if n := testing.AllocsPerRun(100, func() { s.ServeHTTP(w, r) }); n != 0 {
+		t.Errorf("ServeHTTP allocated %v times, want 0", n)
+	}
+}

@@ -1,0 +1,364 @@
+package httpcompat
+
+import (
+	"bytes"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
+)
+
+// endpoint is what a request path asks for.
+type endpoint uint8
+
+const (
+	notFound endpoint = iota
+	announceEndpoint
+	scrapeEndpoint
+)
+
+// route maps /announce, /scrape, /{passkey}/announce and /{passkey}/scrape
+// to their endpoint; anything else is notFound.
+func route(path string) endpoint {
+	var ep endpoint
+	var prefix string
+	switch {
+	case len(path) > maxPathLen:
+		return notFound
+	case strings.HasSuffix(path, "/announce"):
+		ep, prefix = announceEndpoint, path[:len(path)-len("/announce")]
+	case strings.HasSuffix(path, "/scrape"):
+		ep, prefix = scrapeEndpoint, path[:len(path)-len("/scrape")]
+	default:
+		return notFound
+	}
+	if prefix == "" || len(prefix) > 1 && prefix[0] == '/' && strings.IndexByte(prefix[1:], '/') < 0 {
+		return ep
+	}
+	return notFound
+}
+
+// Header values shared by every reply; net/http only reads them.
+var (
+	contentType  = []string{"text/plain"}
+	allowGetHead = []string{"GET, HEAD"}
+)
+
+// ServeHTTP answers GET (or HEAD) /announce and /scrape, with or without
+// a passkey segment before them. Refusals are bencoded failure reasons
+// with status 200, as clients expect; other paths get 404.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ep := route(r.URL.Path)
+	if ep == notFound {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header()["Allow"] = allowGetHead
+		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	x := s.pool.Get().(*exchange)
+	x.out = s.handle(x, ep, r)
+	w.Header()["Content-Type"] = contentType
+	w.Write(x.out)
+	s.putExchange(x)
+}
+
+// handle answers r, routed to ep, into x.out and returns it.
+func (s *Server) handle(x *exchange, ep endpoint, r *http.Request) []byte {
+	client, err := s.clientAddr(r)
+	if err != nil {
+		return appendFailure(x.out[:0], err.Error(), 0)
+	}
+	if ep == scrapeEndpoint {
+		return s.scrape(x, r.URL.RawQuery)
+	}
+	n := copy(x.path[:], r.URL.Path) // route checked the length
+	return s.announce(x, client, x.path[:n], r.URL.RawQuery)
+}
+
+// announce answers one announce from client into x.out. urlData is the
+// request path.
+func (s *Server) announce(x *exchange, client netip.Addr, urlData []byte, rawQuery string) []byte {
+	q := &x.query
+	if err := ParseAnnounce(rawQuery, q); err != nil {
+		return appendFailure(x.out[:0], err.Error(), 0)
+	}
+	addr := client
+	if s.cfg.AllowIPParam {
+		addr = q.addrFor(client)
+	}
+	x.req = tracker.AnnounceRequest{
+		InfoHash:   q.InfoHash,
+		PeerID:     q.PeerID,
+		Addr:       netip.AddrPortFrom(addr, q.Port),
+		Uploaded:   q.Uploaded,
+		Downloaded: q.Downloaded,
+		Left:       q.Left,
+		Event:      q.Event,
+		NumWant:    q.NumWant,
+		Key:        q.Key,
+		URLData:    urlData,
+	}
+	res, err := s.t.Announce(&x.req, x.peers[:0])
+	x.req.URLData = nil
+	if err != nil {
+		return s.appendError(x.out[:0], err)
+	}
+	x.peers = res.Peers[:0] // keep the buffer if the tracker grew it
+	return s.appendAnnounce(x.out[:0], client, q.Compact, &res)
+}
+
+// addrFor returns the address given by an ip, ipv4 or ipv6 parameter of
+// client's family, preferring the family's own parameter, or client.
+func (q *AnnounceQuery) addrFor(client netip.Addr) netip.Addr {
+	ip, own, ipv6 := q.IPParams()
+	if client.Is6() {
+		own = ipv6
+	}
+	for _, a := range [2]netip.Addr{own, ip} {
+		if a.IsValid() && a.Is4() == client.Is4() {
+			return a
+		}
+	}
+	return client
+}
+
+// Announce reply (BEP 3, 7, 23, 24), keys in the sorted order bencoding
+// requires:
+//
+//	d
+//	  8:complete      i<seeders>e
+//	  10:downloaded   i<completed>e
+//	  11:external ip  <4 or 16 raw bytes>      unless NoExternalIP
+//	  10:incomplete   i<leechers>e
+//	  8:interval      i<seconds>e
+//	  12:min interval i<seconds>e
+//	  5:peers         <6 bytes per IPv4 peer>  compact; empty for IPv6 clients
+//	  6:peers6        <18 bytes per IPv6 peer> compact, IPv6 clients only
+//	e
+//
+// With compact=0, peers is a list of d2:ip<text>4:porti<port>ee (BEP 3's
+// dictionary model) for either family and peers6 is left out. The table
+// keeps no peer IDs (they would cost 20 bytes a peer), so the entries have
+// no "peer id", as if every client had sent no_peer_id.
+func (s *Server) appendAnnounce(dst []byte, client netip.Addr, compact bool, res *tracker.AnnounceResponse) []byte {
+	dst = append(dst, 'd')
+	dst = AppendString(dst, "complete")
+	dst = AppendUint(dst, uint64(res.Counts.Seeders))
+	dst = AppendString(dst, "downloaded")
+	dst = AppendUint(dst, uint64(res.Counts.Completed))
+	if !s.cfg.NoExternalIP {
+		dst = AppendString(dst, "external ip")
+		if client.Is4() {
+			a := client.As4()
+			dst = AppendBytes(dst, a[:])
+		} else {
+			a := client.As16()
+			dst = AppendBytes(dst, a[:])
+		}
+	}
+	dst = AppendString(dst, "incomplete")
+	dst = AppendUint(dst, uint64(res.Counts.Leechers))
+	dst = AppendString(dst, "interval")
+	dst = AppendUint(dst, uint64(res.Interval))
+	dst = AppendString(dst, "min interval")
+	dst = AppendUint(dst, uint64(res.MinInterval))
+	dst = AppendString(dst, "peers")
+	switch {
+	case !compact:
+		dst = appendPeerDicts(dst, client.Is4(), res.Peers)
+	case client.Is4():
+		dst = AppendBytes(dst, res.Peers)
+	default:
+		dst = AppendString(dst, "")
+		dst = AppendString(dst, "peers6")
+		dst = AppendBytes(dst, res.Peers)
+	}
+	return append(dst, 'e')
+}
+
+// appendPeerDicts appends compact peers (IPv4 when v4, else IPv6) as a
+// list of dictionaries with "ip" and "port".
+func appendPeerDicts(dst []byte, v4 bool, peers []byte) []byte {
+	size := peertable.PeerLenV6
+	if v4 {
+		size = peertable.PeerLenV4
+	}
+	dst = append(dst, 'l')
+	for ; len(peers) >= size; peers = peers[size:] {
+		var a netip.Addr
+		if v4 {
+			a = netip.AddrFrom4([4]byte(peers))
+		} else {
+			a = netip.AddrFrom16([16]byte(peers))
+		}
+		var text [len("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255")]byte
+		dst = append(dst, 'd')
+		dst = AppendString(dst, "ip")
+		dst = AppendBytes(dst, a.AppendTo(text[:0]))
+		dst = AppendString(dst, "port")
+		dst = AppendUint(dst, uint64(peers[size-2])<<8|uint64(peers[size-1]))
+		dst = append(dst, 'e')
+	}
+	return append(dst, 'e')
+}
+
+// Scrape reply (BEP 48), info hashes sorted and each once:
+//
+//	d 5:files d
+//	    20:<info hash> d 8:completei<n>e 10:downloadedi<n>e 10:incompletei<n>e e
+//	    …
+//	e e
+func (s *Server) scrape(x *exchange, rawQuery string) []byte {
+	hashes, err := ParseScrape(rawQuery, x.hashes[:0], s.cfg.MaxScrape)
+	switch {
+	case err == ErrTooManyInfoHashes:
+		return appendFailure(x.out[:0], s.tooMany, 0)
+	case err != nil:
+		return appendFailure(x.out[:0], err.Error(), 0)
+	case len(hashes) == 0:
+		return appendFailure(x.out[:0], errNoScrapeHash.Error(), 0)
+	}
+	slices.SortFunc(hashes, func(a, b peertable.InfoHash) int { return bytes.Compare(a[:], b[:]) })
+	hashes = slices.Compact(hashes)
+	dst := append(x.out[:0], 'd')
+	dst = AppendString(dst, "files")
+	dst = append(dst, 'd')
+	for i := range hashes {
+		c := s.t.Scrape(hashes[i])
+		dst = AppendBytes(dst, hashes[i][:])
+		dst = append(dst, 'd')
+		dst = AppendString(dst, "complete")
+		dst = AppendUint(dst, uint64(c.Seeders))
+		dst = AppendString(dst, "downloaded")
+		dst = AppendUint(dst, uint64(c.Completed))
+		dst = AppendString(dst, "incomplete")
+		dst = AppendUint(dst, uint64(c.Leechers))
+		dst = append(dst, 'e')
+	}
+	return append(dst, 'e', 'e')
+}
+
+// retryNever is the retryIn of a refusal the client must not retry.
+const retryNever = -1
+
+// appendFailure appends a refusal: BEP 3's "failure reason" and, when
+// retryIn is not 0, BEP 31's "retry in", in minutes or "never" for
+// retryNever.
+//
+//	d 14:failure reason <len>:<reason> [8:retry in i<minutes>e | 5:never] e
+func appendFailure(dst []byte, reason string, retryIn int) []byte {
+	dst = append(dst, 'd')
+	dst = AppendString(dst, "failure reason")
+	dst = AppendString(dst, reason)
+	switch {
+	case retryIn == retryNever:
+		dst = AppendString(dst, "retry in")
+		dst = AppendString(dst, "never")
+	case retryIn > 0:
+		dst = AppendString(dst, "retry in")
+		dst = AppendInt(dst, int64(retryIn))
+	}
+	return append(dst, 'e')
+}
+
+// appendError appends err from the tracker as a refusal: the text of a
+// *tracker.ClientError, or "internal error" with the detail logged.
+func (s *Server) appendError(dst []byte, err error) []byte {
+	if ce, ok := err.(*tracker.ClientError); ok {
+		return appendFailure(dst, ce.Error(), 0)
+	}
+	s.log.Error("announce failed", "proto", "http", "err", err)
+	return appendFailure(dst, "internal error", 0)
+}
+
+// errForwarded refuses a request whose trusted proxy names a client
+// address that does not parse.
+var errForwarded = &QueryError{"", "invalid forwarded client address"}
+
+// errRemoteAddr should not happen: net/http gives the peer's address.
+var errRemoteAddr = &QueryError{"", "internal error"}
+
+// clientAddr returns the client's address, unmapped: the connection's
+// peer, or what a trusted proxy says in the real-IP header.
+func (s *Server) clientAddr(r *http.Request) (netip.Addr, error) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, errRemoteAddr
+	}
+	a := ap.Addr().Unmap()
+	if !s.trusted(a) {
+		return a, nil
+	}
+	vals := r.Header[s.realIPHeader]
+	if len(vals) == 0 {
+		return a, nil // the proxy itself is the client
+	}
+	if !s.forwardedFor {
+		fa, ok := parseForwarded(vals[len(vals)-1])
+		if !ok {
+			return netip.Addr{}, errForwarded
+		}
+		return fa, nil
+	}
+	// X-Forwarded-For: each proxy appends the address it got the request
+	// from, and repeated headers are one list. Walk from the right past
+	// our own proxies; the first other address is the client's. Anything
+	// further left was written by the client and is not believed.
+	for i := len(vals) - 1; i >= 0; i-- {
+		for v := vals[i]; v != ""; {
+			item := v
+			if j := strings.LastIndexByte(v, ','); j >= 0 {
+				item, v = v[j+1:], v[:j]
+			} else {
+				v = ""
+			}
+			if strings.TrimSpace(item) == "" {
+				continue
+			}
+			fa, ok := parseForwarded(item)
+			if !ok {
+				return netip.Addr{}, errForwarded
+			}
+			a = fa
+			if !s.trusted(a) {
+				return a, nil
+			}
+		}
+	}
+	return a, nil // every hop is ours: the leftmost is the client
+}
+
+// trusted reports whether a is in Config.TrustedProxies.
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseForwarded parses one address of a real-IP header: an address, or
+// an address and port as some proxies write it, unmapped and without a
+// zone.
+func parseForwarded(v string) (netip.Addr, bool) {
+	v = strings.TrimSpace(v)
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		ap, err := netip.ParseAddrPort(v)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
+	}
+	if a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}

@@ -1,0 +1,394 @@
+package httpcompat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/textproto"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
+)
+
+// Config configures a Server. Zero values mean "use the default".
+type Config struct {
+	// Addrs are the addresses to listen on, IP literal and port, such as
+	// "0.0.0.0:6969" and "[::]:6969". IPv6 sockets are IPv6-only, so that
+	// IPv4 clients never arrive as mapped addresses: list both families to
+	// serve both. Port 0 picks a free port. Empty means those two.
+	Addrs []string
+	// ReadHeaderTimeout bounds reading a request's line and headers, so a
+	// client that trickles them holds only its own connection. Zero means
+	// 5 seconds.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request. Zero means 10 seconds.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a reply. Zero means 10 seconds.
+	WriteTimeout time.Duration
+	// IdleTimeout is how long a kept-alive connection may wait for its
+	// next request. Zero means 60 seconds.
+	IdleTimeout time.Duration
+	// ShutdownTimeout bounds the graceful part of stopping: in-flight
+	// requests get this long to finish before connections are closed.
+	// Zero means 5 seconds.
+	ShutdownTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers together. It
+	// must leave room for MaxScrape info hashes (about 70 bytes each when
+	// fully percent-encoded). Zero means 8 KiB.
+	MaxHeaderBytes int
+	// MaxConns bounds the open connections over all addresses; beyond it,
+	// new connections wait in the kernel's accept queue. Zero means 16384.
+	MaxConns int
+	// TrustedProxies are the reverse proxies whose RealIPHeader is
+	// believed. A request whose connection comes from one of them is
+	// served as coming from the address in that header. Empty (the
+	// default) trusts nobody. IPv4 prefixes must be written as IPv4.
+	TrustedProxies []netip.Prefix
+	// RealIPHeader names the header that trusted proxies set. For
+	// X-Forwarded-For, the client is the rightmost address that is not a
+	// trusted proxy; any other header (such as X-Real-IP) holds the
+	// client's address alone. Empty means X-Forwarded-For.
+	RealIPHeader string
+	// AllowIPParam honours the ip, ipv4 and ipv6 query parameters: an
+	// address of the connection's family replaces the source address.
+	// Off by default: it lets anyone announce someone else's address, a
+	// reflection risk (BEP 7).
+	AllowIPParam bool
+	// NoExternalIP leaves BEP 24's "external ip" (the client's address as
+	// the tracker sees it) out of announce replies. By default it is sent.
+	NoExternalIP bool
+	// MaxScrape is the most info_hash values one scrape may name; a
+	// scrape with more is refused with a failure reason (rather than
+	// answered in part, which a client could not tell from unknown
+	// torrents). Zero means 64; at most 1024.
+	MaxScrape int
+	// FullScrape would answer a scrape without info_hash with every
+	// swarm. The peer table cannot list its swarms yet, so it must be
+	// false; such a scrape is refused with a failure reason.
+	FullScrape bool
+	// Logger receives lifecycle messages and internal errors, never one
+	// per request for bad input. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Check reports the first Config field that is out of range, naming it,
+// without opening anything.
+func (c *Config) Check() error {
+	for i, a := range c.Addrs {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			return fmt.Errorf("httpcompat: Addrs[%d] %q: want an IP address and port such as \"0.0.0.0:6969\" or \"[::]:6969\"", i, a)
+		}
+		if ap.Addr().Is4In6() || ap.Addr().Zone() != "" {
+			return fmt.Errorf("httpcompat: Addrs[%d] %q: write IPv4 addresses as IPv4, without a zone", i, a)
+		}
+	}
+	durations := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"ReadHeaderTimeout", c.ReadHeaderTimeout},
+		{"ReadTimeout", c.ReadTimeout},
+		{"WriteTimeout", c.WriteTimeout},
+		{"IdleTimeout", c.IdleTimeout},
+		{"ShutdownTimeout", c.ShutdownTimeout},
+	}
+	for _, d := range durations {
+		if d.d < 0 {
+			return fmt.Errorf("httpcompat: %s %v must not be negative (0 means the default)", d.name, d.d)
+		}
+	}
+	switch {
+	case c.MaxHeaderBytes < 0 || c.MaxHeaderBytes > 1<<20:
+		return fmt.Errorf("httpcompat: MaxHeaderBytes %d out of range (0 means 8 KiB, at most 1 MiB)", c.MaxHeaderBytes)
+	case c.MaxHeaderBytes != 0 && c.MaxHeaderBytes < 1024:
+		return fmt.Errorf("httpcompat: MaxHeaderBytes %d is too small for an announce (at least 1024)", c.MaxHeaderBytes)
+	case c.MaxConns < 0:
+		return fmt.Errorf("httpcompat: MaxConns %d must not be negative (0 means 16384)", c.MaxConns)
+	case c.MaxScrape < 0 || c.MaxScrape > maxMaxScrape:
+		return fmt.Errorf("httpcompat: MaxScrape %d out of range (0 means 64, at most %d)", c.MaxScrape, maxMaxScrape)
+	case c.FullScrape:
+		return errors.New("httpcompat: FullScrape is not supported yet: the peer table cannot list its swarms")
+	case c.RealIPHeader != "" && !validHeaderName(c.RealIPHeader):
+		return fmt.Errorf("httpcompat: RealIPHeader %q is not a header name", c.RealIPHeader)
+	}
+	for i, p := range c.TrustedProxies {
+		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return fmt.Errorf("httpcompat: TrustedProxies[%d] %v: want a prefix such as 10.0.0.0/8 or fd00::/8, IPv4 written as IPv4", i, p)
+		}
+	}
+	return nil
+}
+
+const maxMaxScrape = 1024
+
+func validHeaderName(s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func (c *Config) setDefaults() {
+	if len(c.Addrs) == 0 {
+		c.Addrs = []string{"0.0.0.0:6969", "[::]:6969"}
+	}
+	setDefault(&c.ReadHeaderTimeout, 5*time.Second)
+	setDefault(&c.ReadTimeout, 10*time.Second)
+	setDefault(&c.WriteTimeout, 10*time.Second)
+	setDefault(&c.IdleTimeout, 60*time.Second)
+	setDefault(&c.ShutdownTimeout, 5*time.Second)
+	setDefault(&c.MaxHeaderBytes, 8<<10)
+	setDefault(&c.MaxConns, 16384)
+	setDefault(&c.MaxScrape, 64)
+	setDefault(&c.RealIPHeader, "X-Forwarded-For")
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Server answers HTTP announces and scrapes on its listeners from one
+// tracker.Tracker. It is an http.Handler, so it can also be mounted
+// elsewhere (tests do).
+type Server struct {
+	cfg   Config
+	t     *tracker.Tracker
+	log   *slog.Logger
+	srv   *http.Server
+	lns   []net.Listener
+	addrs []netip.AddrPort
+	pool  sync.Pool // of *exchange
+
+	realIPHeader string // canonical
+	forwardedFor bool   // realIPHeader is X-Forwarded-For: a list
+	tooMany      string // failure reason for more than MaxScrape
+	maxPeers     int    // tracker's MaxNumWant
+
+	served atomic.Bool
+	closed atomic.Bool
+}
+
+// Listen opens the listeners for cfg and returns a Server ready to Serve,
+// or an error naming the Config field or address at fault.
+func Listen(cfg Config, t *tracker.Tracker) (*Server, error) {
+	if t == nil {
+		panic("httpcompat: Listen with nil tracker")
+	}
+	s, err := newServer(cfg, t)
+	if err != nil {
+		return nil, err
+	}
+	sem := make(chan struct{}, s.cfg.MaxConns)
+	for _, a := range s.cfg.Addrs {
+		ln, err := listen(a)
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("httpcompat: listen on %s: %w", a, err)
+		}
+		bound := ln.Addr().(*net.TCPAddr).AddrPort()
+		s.lns = append(s.lns, &limitListener{Listener: ln, sem: sem, done: make(chan struct{})})
+		s.addrs = append(s.addrs, netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port()))
+		s.log.Info("listening", "proto", "http", "addr", s.addrs[len(s.addrs)-1])
+	}
+	return s, nil
+}
+
+// newServer builds a Server without listeners; tests and benchmarks use
+// it as an http.Handler.
+func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg:          cfg,
+		t:            t,
+		log:          cfg.Logger,
+		realIPHeader: textproto.CanonicalMIMEHeaderKey(cfg.RealIPHeader),
+		tooMany:      fmt.Sprintf("too many info_hash values (at most %d)", cfg.MaxScrape),
+		maxPeers:     t.Config().MaxNumWant,
+	}
+	s.forwardedFor = s.realIPHeader == "X-Forwarded-For"
+	s.pool.New = func() any { return s.newExchange() }
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		// What net/http logs is about the server (accept errors, a
+		// handler panic), never a client's bad input.
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Addrs returns the bound address of each listen address, in Config order.
+func (s *Server) Addrs() []netip.AddrPort { return s.addrs }
+
+// Serve answers requests until ctx is done, then stops gracefully: it
+// stops accepting, lets in-flight requests finish for up to
+// Config.ShutdownTimeout, closes every connection and returns once all of
+// its goroutines are done. It returns nil after ctx is done or Close, or
+// the first listener's error otherwise. A Server serves once.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.served.Swap(true) {
+		return errors.New("httpcompat: Serve called twice")
+	}
+	errc := make(chan error, len(s.lns))
+	var wg sync.WaitGroup
+	for _, ln := range s.lns {
+		wg.Go(func() { errc <- s.srv.Serve(ln) })
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	err := s.srv.Shutdown(sctx)
+	cancel()
+	if err != nil {
+		s.log.Warn("closing connections that outlived the shutdown timeout", "proto", "http", "timeout", s.cfg.ShutdownTimeout)
+		s.srv.Close()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if first == nil {
+			first = err
+		}
+	}
+	if errors.Is(first, http.ErrServerClosed) {
+		first = nil
+	}
+	if first != nil {
+		return fmt.Errorf("httpcompat: %w", first)
+	}
+	return nil
+}
+
+// Close closes the listeners and every connection at once. Serve, if it
+// is running, then returns.
+func (s *Server) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.closeListeners()
+	return s.srv.Close()
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+}
+
+// exchange is the per-request state a handler borrows from the pool, so
+// that a request in steady state allocates nothing of ours.
+type exchange struct {
+	query  AnnounceQuery
+	req    tracker.AnnounceRequest
+	peers  []byte // compact peers from the tracker
+	hashes []peertable.InfoHash
+	out    []byte // the reply
+	path   [maxPathLen]byte
+}
+
+const (
+	// maxPathLen bounds a request path, passkey included; longer paths
+	// are not ours (404).
+	maxPathLen = 256
+	// outLen is a reply buffer's initial size, enough for 50 IPv6 peers
+	// or a scrape of 32 hashes; a buffer that grew past maxOutLen is not
+	// kept.
+	outLen    = 2048
+	maxOutLen = 64 << 10
+)
+
+func (s *Server) newExchange() *exchange {
+	return &exchange{
+		peers:  make([]byte, 0, s.maxPeers*peertable.PeerLenV6),
+		hashes: make([]peertable.InfoHash, 0, s.cfg.MaxScrape),
+		out:    make([]byte, 0, outLen),
+	}
+}
+
+func (s *Server) putExchange(x *exchange) {
+	if cap(x.out) > maxOutLen {
+		x.out = make([]byte, 0, outLen)
+	}
+	x.req.URLData = nil
+	s.pool.Put(x)
+}
+
+// A limitListener accepts a connection only while fewer than cap(sem)
+// connections accepted by the listeners that share sem are open;
+// otherwise Accept waits, leaving new connections in the kernel's queue.
+type limitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{} // closed by Close, to end a waiting Accept
+	closeOnce sync.Once
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, sem: l.sem}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// A limitConn gives its place back when closed.
+type limitConn struct {
+	net.Conn
+	sem      chan struct{}
+	released atomic.Bool
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	if !c.released.Swap(true) {
+		<-c.sem
+	}
+	return err
+}
+
+// CloseWrite lets net/http half-close a connection after an error reply,
+// so that the client reads the reply rather than a reset.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
