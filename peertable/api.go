@@ -22,7 +22,9 @@ const (
 // Config configures a Table. Zero values mean "use the default".
 type Config struct {
 	// PeerLifetime is how long a peer stays in its swarm after its last
-	// announce. Zero means 31 minutes. It must be at most 12 hours.
+	// announce, rounded up to the table's clock unit (a second up to about
+	// 2 hours, 1/8192 of it above). Zero means 31 minutes. It must be at
+	// most 12 hours, which keeps 16-bit last-seen stamps unambiguous.
 	PeerLifetime time.Duration
 
 	// Accounting keeps an Aux record beside every peer (private mode needs

@@ -50,7 +50,7 @@ func (t *Table) check() error {
 func (t *Table) checkSwarm(s *swarm) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead.Load() {
+	if s.dead() {
 		return fmt.Errorf("dead but linked")
 	}
 	if err := t.checkSet(&s.v4, fam4); err != nil {

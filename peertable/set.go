@@ -439,7 +439,7 @@ func (s *peerSet) shrinkLocked(t *Table, f family) {
 	case capacity > 4 && 4*n <= capacity:
 		s.resizeLocked(t, f, capFor(2*n))
 	}
-	if s.w != nil && s.w.idx != nil && (n < indexOff || s.w.idx.live != n || 4*n < len(s.w.idx.cells)/8) {
+	if x := s.w; x != nil && x.idx != nil && (n < indexOff || len(x.idx.cells) > indexMin && 8*n < len(x.idx.cells)) {
 		s.reindexLocked(t, f)
 	}
 }

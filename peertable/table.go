@@ -61,12 +61,28 @@ var emptyBucket = &bucket{s: make([]*swarm, 1)}
 // of this swarm: an announce changing its own entry, and the sweep.
 // Readers never take it.
 type swarm struct {
-	ih        InfoHash
-	completed atomic.Uint32
-	mu        sync.Mutex  // guards the writer-only state of the sets below
-	dead      atomic.Bool // set, under mu, when the sweep unlinks the swarm
-	v4        peerSet
-	v6        atomic.Pointer[peerSet] // nil until the first IPv6 peer
+	ih InfoHash
+	// state holds the completed count in its low 31 bits and the dead
+	// mark in bit 31. Both change only under mu; sharing a word keeps a
+	// swarm at 64 bytes, a whole size class.
+	state atomic.Uint32
+	mu    sync.Mutex // guards the writer-only state of the sets below
+	v4    peerSet
+	v6    atomic.Pointer[peerSet] // nil until the first IPv6 peer
+}
+
+const deadBit = 1 << 31
+
+// dead reports whether the sweep has emptied s and unlinked it, or is
+// about to. A dead swarm never takes a peer again.
+func (s *swarm) dead() bool { return s.state.Load()&deadBit != 0 }
+
+func (s *swarm) markDeadLocked() { s.state.Or(deadBit) }
+
+func (s *swarm) addCompletedLocked() {
+	if s.state.Load()&^deadBit < deadBit-1 { // saturate rather than carry into the mark
+		s.state.Add(1)
+	}
 }
 
 // New returns an empty Table, or an error naming the Config field that is
@@ -75,8 +91,6 @@ func New(cfg Config) (*Table, error) {
 	switch {
 	case cfg.PeerLifetime < 0 || cfg.PeerLifetime > maxLifetime:
 		return nil, fmt.Errorf("peertable: PeerLifetime %v out of range (0 to %v)", cfg.PeerLifetime, maxLifetime)
-	case cfg.PeerLifetime > 0 && cfg.PeerLifetime < time.Second:
-		return nil, fmt.Errorf("peertable: PeerLifetime %v is under a second", cfg.PeerLifetime)
 	case cfg.Swarms < 0:
 		return nil, fmt.Errorf("peertable: Swarms %d is negative", cfg.Swarms)
 	}
@@ -117,7 +131,10 @@ func New(cfg Config) (*Table, error) {
 
 // Tick sets the table's clock, which stamps announces and decides expiry.
 // Run calls it every second; tests call it to move time. Announce never
-// reads the system clock itself.
+// reads the system clock itself. The clock has a resolution of one unit
+// (a second, or 1/8192 of PeerLifetime if that is longer). It should not
+// go back by more than PeerLifetime: peers stamped that far in its future
+// read as stale. Run's clock never goes back.
 func (t *Table) Tick(now time.Time) {
 	s := now.Unix()
 	u := s / t.unit
@@ -187,7 +204,7 @@ func (t *Table) rebuild(b *bucket, add *swarm) *bucket {
 		n++
 	}
 	for _, s := range b.s {
-		if s != nil && !s.dead.Load() {
+		if s != nil && !s.dead() {
 			n++
 		}
 	}
@@ -205,7 +222,7 @@ func (t *Table) rebuild(b *bucket, add *swarm) *bucket {
 		nb.s[i] = s
 	}
 	for _, s := range b.s {
-		if s != nil && !s.dead.Load() {
+		if s != nil && !s.dead() {
 			put(s)
 		}
 	}
@@ -222,7 +239,7 @@ func (t *Table) purge(sh *shard) {
 		b := sh.p.Load()
 		dead := false
 		for _, s := range b.s {
-			if s != nil && s.dead.Load() {
+			if s != nil && s.dead() {
 				dead = true
 				break
 			}
@@ -265,7 +282,7 @@ func (t *Table) Announce(a *Announce, dst []byte) ([]byte, Result) {
 			break
 		}
 		s.mu.Lock()
-		if s.dead.Load() {
+		if s.dead() {
 			// The sweep emptied and unlinked s (or is about to): the peer
 			// belongs in its successor.
 			s.mu.Unlock()
@@ -315,7 +332,7 @@ func (t *Table) updateLocked(s *swarm, a *Announce, f family, k *peerKey) Result
 		return res
 	}
 	if a.Event == EventCompleted && !wasSeeder {
-		s.completed.Add(1)
+		s.addCompletedLocked()
 	}
 	now := t.stamp()
 	switch {
@@ -336,7 +353,7 @@ func (s *swarm) counts() Counts {
 		ns6, nl6 := unpack(v6.cnt.Load())
 		ns, nl = ns+ns6, nl+nl6
 	}
-	return Counts{Seeders: uint32(ns), Leechers: uint32(nl), Completed: s.completed.Load()}
+	return Counts{Seeders: uint32(ns), Leechers: uint32(nl), Completed: s.state.Load() &^ deadBit}
 }
 
 // Scrape returns the counts of swarm ih; an unknown swarm has all zeros.
@@ -378,7 +395,7 @@ func (t *Table) Sweep() int {
 func (t *Table) sweepSwarm(s *swarm) (removed int, dead bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.dead.Load() {
+	if s.dead() {
 		return 0, true
 	}
 	now := t.stamp()
@@ -388,7 +405,7 @@ func (t *Table) sweepSwarm(s *swarm) (removed int, dead bool) {
 		removed += v6.sweepLocked(t, fam6, &s.mu, now)
 	}
 	if s.v4.size() == 0 && (v6 == nil || v6.size() == 0) {
-		s.dead.Store(true)
+		s.markDeadLocked()
 		return removed, true
 	}
 	return removed, false
@@ -401,7 +418,7 @@ func (t *Table) Stats() Stats {
 	var st Stats
 	for i := range t.shards {
 		for _, s := range t.shards[i].p.Load().s {
-			if s == nil || s.dead.Load() {
+			if s == nil || s.dead() {
 				continue
 			}
 			st.Swarms++

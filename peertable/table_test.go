@@ -71,7 +71,7 @@ func TestNewConfig(t *testing.T) {
 		{Config{PeerLifetime: 12 * time.Hour, Accounting: true, Swarms: 1}, true},
 		{Config{PeerLifetime: 12*time.Hour + time.Second}, false},
 		{Config{PeerLifetime: -time.Second}, false},
-		{Config{PeerLifetime: time.Millisecond}, false},
+		{Config{PeerLifetime: time.Millisecond}, true}, // rounded up to a second
 		{Config{Swarms: -1}, false},
 	}
 	for _, tt := range tests {
