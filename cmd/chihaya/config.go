@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/udp"
@@ -24,6 +26,7 @@ type Config struct {
 	Log     LogConfig     `toml:"log"`
 	Tracker TrackerConfig `toml:"tracker"`
 	UDP     UDPConfig     `toml:"udp"`
+	HTTP    HTTPConfig    `toml:"http"`
 }
 
 // LogConfig selects how much the daemon says and in which format.
@@ -54,6 +57,27 @@ type UDPConfig struct {
 	MaxPacket       int      `toml:"max_packet"`
 	AllowIPOverride bool     `toml:"allow_ip_override"`
 	Batch           int      `toml:"batch"`
+}
+
+// HTTPConfig is the HTTP announce and scrape frontend (httpcompat).
+type HTTPConfig struct {
+	// Disabled switches the HTTP frontend off.
+	Disabled          bool     `toml:"disabled"`
+	Addrs             []string `toml:"addrs"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	MaxHeaderBytes    int      `toml:"max_header_bytes"`
+	MaxConns          int      `toml:"max_conns"`
+	// TrustedProxies are prefixes ("10.0.0.0/8") or single addresses.
+	TrustedProxies []string `toml:"trusted_proxies"`
+	RealIPHeader   string   `toml:"real_ip_header"`
+	AllowIPParam   bool     `toml:"allow_ip_param"`
+	// ExternalIP sends BEP 24's "external ip"; unset means true.
+	ExternalIP *bool `toml:"external_ip"`
+	MaxScrape  int   `toml:"max_scrape"`
+	FullScrape bool  `toml:"full_scrape"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30m").
@@ -154,6 +178,9 @@ func (c *Config) check() error {
 	if n := len(c.UDP.Secret); n != 0 && n < 16 {
 		return fmt.Errorf("key udp.secret: %d bytes is too short; use at least 16 random characters, or leave it empty for a random secret per start", n)
 	}
+	if _, err := c.http(nil); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -214,6 +241,59 @@ func (c *Config) udp(log *slog.Logger) udp.Config {
 		Batch:           c.UDP.Batch,
 		Logger:          log,
 	}
+}
+
+// http builds the HTTP frontend's config, or an error naming the [http]
+// key at fault.
+func (c *Config) http(log *slog.Logger) (httpcompat.Config, error) {
+	h := &c.HTTP
+	cfg := httpcompat.Config{
+		Addrs:             h.Addrs,
+		ReadHeaderTimeout: time.Duration(h.ReadHeaderTimeout),
+		ReadTimeout:       time.Duration(h.ReadTimeout),
+		WriteTimeout:      time.Duration(h.WriteTimeout),
+		IdleTimeout:       time.Duration(h.IdleTimeout),
+		// Half the daemon's bound: the rest is for the other parts.
+		ShutdownTimeout: c.shutdownTimeout() / 2,
+		MaxHeaderBytes:  h.MaxHeaderBytes,
+		MaxConns:        h.MaxConns,
+		RealIPHeader:    h.RealIPHeader,
+		AllowIPParam:    h.AllowIPParam,
+		NoExternalIP:    h.ExternalIP != nil && !*h.ExternalIP,
+		MaxScrape:       h.MaxScrape,
+		FullScrape:      h.FullScrape,
+		Logger:          log,
+	}
+	for _, s := range h.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return cfg, fmt.Errorf("key http.trusted_proxies: %q is not a prefix such as \"10.0.0.0/8\" or an address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, p.Masked())
+	}
+	if h.FullScrape {
+		return cfg, fmt.Errorf("key http.full_scrape: full scrape is not supported yet (the peer table cannot list its swarms); leave it false")
+	}
+	if err := cfg.Check(); err != nil {
+		return cfg, fmt.Errorf("key %s: %w", httpKey(err), err)
+	}
+	return cfg, nil
+}
+
+// httpKey names the [http] key behind an error from httpcompat.Config.Check,
+// which names the field of httpcompat.Config (the same Go name as here).
+func httpKey(err error) string {
+	for f := range reflect.TypeFor[HTTPConfig]().Fields() {
+		rest, ok := strings.CutPrefix(err.Error(), "httpcompat: "+f.Name)
+		if ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "[")) {
+			return "http." + f.Tag.Get("toml")
+		}
+	}
+	return "in [http]"
 }
 
 func (c *Config) shutdownTimeout() time.Duration {

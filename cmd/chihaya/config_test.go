@@ -1,8 +1,10 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,39 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if got := c.UDP.Addrs; len(got) != 2 || got[0] != "0.0.0.0:6969" || got[1] != "[::]:6969" {
 		t.Errorf("example udp.addrs = %q", got)
+	}
+	if got := c.HTTP.Addrs; len(got) != 2 || got[0] != "0.0.0.0:6969" || got[1] != "[::]:6969" {
+		t.Errorf("example http.addrs = %q", got)
+	}
+	if c.HTTP.ExternalIP == nil || !*c.HTTP.ExternalIP {
+		t.Errorf("example http.external_ip = %v, want true", c.HTTP.ExternalIP)
+	}
+}
+
+func TestHTTPConfig(t *testing.T) {
+	var c Config
+	if err := decodeConfig([]byte(`[http]
+trusted_proxies = ["10.1.2.3/8", "192.0.2.7", "fd00::/8"]
+real_ip_header = "X-Real-IP"
+external_ip = false
+max_scrape = 10
+`), &c); err != nil {
+		t.Fatal(err)
+	}
+	h, err := c.http(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("fd00::/8")}
+	if !slices.Equal(h.TrustedProxies, want) {
+		t.Errorf("trusted proxies %v, want %v", h.TrustedProxies, want)
+	}
+	if !h.NoExternalIP || h.RealIPHeader != "X-Real-IP" || h.MaxScrape != 10 {
+		t.Errorf("http config %+v", h)
+	}
+	var zero Config
+	if h, err := zero.http(nil); err != nil || h.NoExternalIP || zero.HTTP.Disabled {
+		t.Errorf("zero config: http enabled %v, external ip %v, err %v; want HTTP with external ip", !zero.HTTP.Disabled, !h.NoExternalIP, err)
 	}
 }
 
@@ -66,6 +101,16 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"max packet", "[udp]\nmax_packet = 100\n", "udp.max_packet"},
 		{"batch", "[udp]\nbatch = 5000\n", "udp.batch"},
 		{"syntax", "[udp\n", "line 1"},
+		{"http addr", "[http]\naddrs = [\"localhost:80\"]\n", "key http.addrs"},
+		{"http timeout", "[http]\nread_timeout = \"-1s\"\n", "key http.read_timeout"},
+		{"http header timeout", "[http]\nread_header_timeout = \"-1s\"\n", "key http.read_header_timeout"},
+		{"http header bytes", "[http]\nmax_header_bytes = 10\n", "key http.max_header_bytes"},
+		{"http conns", "[http]\nmax_conns = -1\n", "key http.max_conns"},
+		{"http proxies", "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "key http.trusted_proxies"},
+		{"http header", "[http]\nreal_ip_header = \"X Real\"\n", "key http.real_ip_header"},
+		{"http scrape", "[http]\nmax_scrape = 5000\n", "key http.max_scrape"},
+		{"http full scrape", "[http]\nfull_scrape = true\n", "key http.full_scrape"},
+		{"http external ip", "[http]\nexternal_ip = \"yes\"\n", "http.external_ip"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

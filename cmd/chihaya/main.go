@@ -1,6 +1,6 @@
 // Command chihaya is the tracker daemon. With no flags it runs a public
-// tracker in memory on UDP port 6969, IPv4 and IPv6; -config names a TOML
-// file (see chihaya.example.toml) for everything else.
+// tracker in memory on port 6969, UDP (BEP 15) and HTTP, IPv4 and IPv6;
+// -config names a TOML file (see chihaya.example.toml) for everything else.
 package main
 
 import (
@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/udp"
@@ -39,7 +40,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("chihaya", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "TOML configuration `file` (default: in-memory public tracker on UDP port 6969)")
+	configPath := fs.String("config", "", "TOML configuration `file` (default: in-memory public tracker on UDP and HTTP port 6969)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,7 +74,8 @@ type daemon struct {
 	cfg   Config
 	log   *slog.Logger
 	table *peertable.Table
-	udp   *udp.Server // nil when disabled
+	udp   *udp.Server        // nil when disabled
+	http  *httpcompat.Server // nil when disabled
 }
 
 // start builds every part from cfg and opens the listening sockets, so that
@@ -93,6 +95,18 @@ func start(cfg Config, log *slog.Logger) (*daemon, error) {
 			return nil, err
 		}
 	}
+	if !cfg.HTTP.Disabled {
+		hcfg, err := cfg.http(log)
+		if err == nil {
+			d.http, err = httpcompat.Listen(hcfg, core)
+		}
+		if err != nil {
+			if d.udp != nil {
+				d.udp.Close()
+			}
+			return nil, err
+		}
+	}
 	return d, nil
 }
 
@@ -102,6 +116,14 @@ func (d *daemon) udpAddrs() []netip.AddrPort {
 		return nil
 	}
 	return d.udp.Addrs()
+}
+
+// httpAddrs returns the bound HTTP addresses (nil when HTTP is disabled).
+func (d *daemon) httpAddrs() []netip.AddrPort {
+	if d.http == nil {
+		return nil
+	}
+	return d.http.Addrs()
 }
 
 // serve runs the tracker until ctx is done, then stops every part within
@@ -117,15 +139,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 // run serves until ctx is done or a part fails, then stops them all.
 func (d *daemon) run(ctx context.Context) error {
 	cfg, log := d.cfg, d.log
-	log.Info("chihaya started", "version", versionString(), "udp", d.udp != nil)
+	log.Info("chihaya started", "version", versionString(), "udp", d.udp != nil, "http", d.http != nil)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Go(func() { errc <- d.table.Run(runCtx) })
 	if d.udp != nil {
 		wg.Go(func() { errc <- d.udp.Serve(runCtx) })
+	}
+	if d.http != nil {
+		wg.Go(func() { errc <- d.http.Serve(runCtx) })
 	}
 
 	var first error
