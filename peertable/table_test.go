@@ -174,8 +174,6 @@ func TestStoppedUnknownSwarmCreatesNothing(t *testing.T) {
 	// An IPv4 swarm gets no IPv6 set from a stop either.
 	tb.Announce(&Announce{InfoHash: hashN(1), Addr: addr4(1)}, nil)
 	tb.Announce(&Announce{InfoHash: hashN(1), Addr: addr6(1), Event: EventStopped}, nil)
-	h := tb.hashIH(&InfoHash{})
-	_ = h
 	if st := tb.Stats(); st != (Stats{Swarms: 1, PeersV4: 1}) {
 		t.Errorf("Stats = %+v, want one swarm, one IPv4 peer", st)
 	}
@@ -302,10 +300,12 @@ func TestRequestersSeeDifferentSubsets(t *testing.T) {
 			union[p] = true
 		}
 	}
-	if len(seen) < 19 {
+	// Random starts collide now and then, so the bounds are loose: failing
+	// them takes a broken random start, not bad luck.
+	if len(seen) < 10 {
 		t.Errorf("20 requesters saw %d distinct subsets, want nearly all distinct", len(seen))
 	}
-	if len(union) < 400 {
+	if len(union) < 400 { // about 640 expected
 		t.Errorf("20 requesters of 50 saw %d distinct peers of 1000, want them spread over the swarm", len(union))
 	}
 }
@@ -438,11 +438,10 @@ func TestLargeSwarmChurn(t *testing.T) {
 			}
 			tb.Sweep()
 			checkTable(t, tb)
-			c := tb.Scrape(ih)
-			if c.Seeders+c.Leechers != 20-3 { // 0, 7 and 14 had stopped, then came back: 20 fresh
-				if c.Seeders+c.Leechers != 20 {
-					t.Errorf("after sweep: %+v, want the 20 fresh peers", c)
-				}
+			// Peers 0-19 announced after the jump (0, 7 and 14 coming back
+			// from a stop); everyone else is stale.
+			if c := tb.Scrape(ih); c.Seeders != 10 || c.Leechers != 10 {
+				t.Errorf("after sweep: %+v, want the 20 fresh peers, 10 seeding", c)
 			}
 		})
 	}
