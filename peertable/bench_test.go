@@ -234,6 +234,41 @@ func BenchmarkAnnounce(b *testing.B) {
 	}
 }
 
+// BenchmarkHotSwarm is the worst case for per-swarm locking: every
+// goroutine re-announces peers of one swarm of 10,000 and asks for 50.
+func BenchmarkHotSwarm(b *testing.B) {
+	const n = 10_000
+	impls := []struct {
+		name string
+		new  func() announcer
+	}{
+		{"lockfree", func() announcer { return newTable(b, Config{}) }},
+		{"rwmutex", func() announcer { return newRefTable() }},
+	}
+	for _, impl := range impls {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			tb := impl.new()
+			ih := hashN(1)
+			for i := range n {
+				tb.Announce(&Announce{InfoHash: ih, Addr: addr4(i), Seeder: i%4 == 0}, nil)
+			}
+			var seed atomic.Uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				r := rand.New(rand.NewPCG(seed.Add(1), 3))
+				dst := make([]byte, 0, 50*PeerLenV4)
+				a := &Announce{InfoHash: ih, NumWant: 50}
+				for pb.Next() {
+					i := r.IntN(n)
+					a.Addr, a.Seeder = addr4(i), i%4 == 0
+					dst, _ = tb.Announce(a, dst[:0])
+				}
+			})
+		})
+	}
+}
+
 // BenchmarkSweep sweeps one large swarm in which nothing has expired: the
 // cost every sweep pays per live peer.
 func BenchmarkSweep(b *testing.B) {

@@ -273,7 +273,8 @@ func (t *Table) Announce(a *Announce, dst []byte) ([]byte, Result) {
 				return dst, res // nothing to forget; create nothing
 			}
 			// A new swarm is filled before it is published: its first
-			// peer cannot be lost to a sweep that sees it empty.
+			// peer cannot be lost to a sweep that sees it empty. No one
+			// else can see s yet, so its lock is not needed.
 			s = &swarm{ih: a.InfoHash}
 			res = t.updateLocked(s, a, f, &k)
 			if !sh.p.CompareAndSwap(b, t.rebuild(b, s)) {
@@ -300,7 +301,7 @@ func (t *Table) Announce(a *Announce, dst []byte) ([]byte, Result) {
 			set = s.v6.Load()
 		}
 		if set != nil {
-			dst = t.pick(set, f, dst, a.NumWant, &k, a.Seeder && a.Event != EventStopped)
+			dst = t.pick(set, f, dst, a.NumWant, &k, a.Seeder)
 		}
 	}
 	return dst, res
