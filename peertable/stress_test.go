@@ -21,7 +21,7 @@ import (
 func TestStress(t *testing.T) {
 	ops := 100000
 	if raceEnabled {
-		ops = 8000
+		ops = 30000
 	}
 	if testing.Short() {
 		ops /= 4
