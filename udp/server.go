@@ -122,7 +122,8 @@ type Server struct {
 	replyLen       int // largest reply payload
 
 	serving  atomic.Bool
-	stopping atomic.Bool // set before deadlines push the workers out
+	stopping atomic.Bool  // set before deadlines push the workers out
+	running  atomic.Int32 // workers in their loop
 	stopOnce sync.Once
 	sockOnce sync.Once
 	sockErr  error

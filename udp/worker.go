@@ -88,6 +88,8 @@ func newWorker(s *Server, conn *net.UDPConn) (*worker, error) {
 
 // run answers batches of datagrams until the Server stops.
 func (w *worker) run() {
+	w.s.running.Add(1)
+	defer w.s.running.Add(-1)
 	var backoff time.Duration
 	for {
 		n, err := w.io.read(w.msgs)
