@@ -119,9 +119,9 @@ func (c *batchConn) write(msgs []message, failed *atomic.Uint64) error {
 		if err := c.rc.Write(c.writeF); err != nil {
 			return err
 		}
-		if c.errno != 0 {
+		if c.errno != 0 || c.n <= 0 {
 			failed.Add(1) // the error is the first message's
-			sent++
+			sent++        // always move on: no reply is worth a loop
 			continue
 		}
 		sent += c.n
