@@ -84,9 +84,9 @@ type worker struct {
 	retry    []retryJob // prefill jobs to send again
 	jobsDone bool       // prefill: no job left to take
 
-	rx, tx     []ipv4.Message
+	rx         []ipv4.Message
 	rxBufs     [][]byte
-	txBufs     [][]byte
+	out        *outbox
 	hashes     [][20]byte // scratch for scrapes
 	ann        announce
 	errTexts   map[string]uint64 // error reply texts; see noteError
@@ -134,12 +134,7 @@ func newWorker(cfg *runConfig, wl *workload, conn *net.UDPConn, socket int, star
 		w.rxBufs[i] = make([]byte, recvBufLen)
 		w.rx[i].Buffers = [][]byte{w.rxBufs[i]}
 	}
-	w.tx = make([]ipv4.Message, cfg.window)
-	w.txBufs = make([][]byte, cfg.window)
-	for i := range w.tx {
-		w.txBufs[i] = make([]byte, 0, scrapeReqLen+20*maxScrapeHashes)
-		w.tx[i].Buffers = [][]byte{nil}
-	}
+	w.out = newOutbox(cfg.window, cfg.gso && gsoSupported(conn))
 	return w
 }
 
@@ -263,7 +258,8 @@ func (w *worker) take(k kind, now time.Duration) *slot {
 // the connection ID is missing or about to expire, otherwise announces
 // and scrapes.
 func (w *worker) fill(now time.Duration) error {
-	nt := 0
+	o := w.out
+	o.reset()
 	age := now - w.idAt
 	if w.haveID && age >= w.cfg.connIDTTL {
 		w.haveID = false // BEP 15: a client must not use an ID longer
@@ -272,8 +268,9 @@ func (w *worker) fill(now time.Duration) error {
 	if (!w.haveID || age >= w.cfg.connIDTTL*9/10) && !w.connecting && len(w.free) > 0 {
 		s := w.take(kindConnect, now)
 		w.connecting = true
-		w.txBufs[nt] = appendConnect(w.txBufs[nt][:0], s.txID)
-		nt++
+		start := len(o.bufs[kindConnect])
+		o.bufs[kindConnect] = appendConnect(o.bufs[kindConnect], s.txID)
+		o.added(kindConnect, start)
 	}
 	for w.haveID && len(w.free) > 0 {
 		job, tries := int64(-1), uint8(0)
@@ -283,12 +280,13 @@ func (w *worker) fill(now time.Duration) error {
 				break
 			}
 		}
-		buf := w.txBufs[nt][:0]
 		if job < 0 && w.pick.scrape() {
 			s := w.take(kindScrape, now)
 			w.hashes = w.pick.scrapeHashes(w.hashes[:0])
 			s.hashes = uint8(len(w.hashes))
-			buf = appendScrape(buf, w.connID, s.txID, w.hashes...)
+			start := len(o.bufs[kindScrape])
+			o.bufs[kindScrape] = appendScrape(o.bufs[kindScrape], w.connID, s.txID, w.hashes...)
+			o.added(kindScrape, start)
 		} else {
 			s := w.take(kindAnnounce, now)
 			a := &w.ann
@@ -300,12 +298,12 @@ func (w *worker) fill(now time.Duration) error {
 			}
 			a.ConnID, a.TxID = w.connID, s.txID
 			s.numWant = a.NumWant
-			buf = appendAnnounce(buf, a)
+			start := len(o.bufs[kindAnnounce])
+			o.bufs[kindAnnounce] = appendAnnounce(o.bufs[kindAnnounce], a)
+			o.added(kindAnnounce, start)
 		}
-		w.txBufs[nt] = buf
-		nt++
 	}
-	return w.send(nt)
+	return w.send()
 }
 
 // nextJob returns the next prefill job and how often it was sent before:
@@ -322,30 +320,6 @@ func (w *worker) nextJob() (int64, uint8, bool) {
 	j, ok := w.wl.takeJob()
 	w.jobsDone = !ok
 	return j, 0, ok
-}
-
-// send writes the first n prepared requests as one batch (or a few, if
-// the kernel takes fewer). Requests the kernel refused stay in flight and
-// will be counted as lost.
-func (w *worker) send(n int) error {
-	for i := range n {
-		w.tx[i].Buffers[0] = w.txBufs[i]
-	}
-	for off, tries := 0, 0; off < n && tries < 16; tries++ {
-		k, err := w.bc.WriteBatch(w.tx[off:n], 0)
-		off += k
-		if err != nil {
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				w.c.refused.Add(1)
-				continue
-			}
-			if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.EAGAIN) {
-				continue
-			}
-			return err
-		}
-	}
-	return nil
 }
 
 // handle checks one reply and frees its slot.

@@ -55,6 +55,7 @@ func testConfig(target netip.AddrPort) *runConfig {
 		seed:         1,
 		connIDTTL:    time.Minute,
 		quiet:        true,
+		gso:          true,
 	}
 }
 
@@ -181,7 +182,7 @@ func TestRunCountsBadReplies(t *testing.T) {
 		}
 	}()
 	cfg := testConfig(conn.LocalAddr().(*net.UDPAddr).AddrPort())
-	cfg.conns, cfg.scrape, cfg.warmup = 1, 0, 0
+	cfg.conns, cfg.scrape, cfg.warmup, cfg.gso = 1, 0, 0, false
 	cfg.duration, cfg.timeout = 500*time.Millisecond, 100*time.Millisecond
 	res, err := run(context.Background(), cfg, io.Discard)
 	if err != nil {

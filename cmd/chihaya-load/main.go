@@ -36,6 +36,7 @@ type runConfig struct {
 	prefill      int64
 	wait         time.Duration
 	quiet        bool
+	gso          bool
 }
 
 func main() {
@@ -53,6 +54,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		respWorkers int
 		respBatch   int
 		cpuProfile  string
+		probeOnly   bool
 	)
 	fs.StringVar(&addr, "addr", "127.0.0.1:6969", "tracker `address` (host:port; [::1]:6969 for IPv6)")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to measure (prefill and responder: the most they may take; default 10m, 1h)")
@@ -60,6 +62,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.conns, "conns", 4, "sockets, each with its own goroutine and source port")
 	fs.IntVar(&cfg.window, "window", 32, "requests in flight per socket")
 	fs.IntVar(&cfg.batch, "batch", 32, "most datagrams read per system call")
+	fs.BoolVar(&cfg.gso, "gso", true, "send equal-sized requests of a batch as one UDP GSO buffer (Linux); the tracker still gets one datagram each")
 	fs.DurationVar(&cfg.timeout, "timeout", time.Second, "a request not answered within this is lost")
 	fs.IntVar(&cfg.torrents, "torrents", 10000, "number of distinct info hashes")
 	fs.Float64Var(&cfg.zipf, "zipf", 1.1, "Zipf exponent s > 1 of torrent popularity; 0 means uniform")
@@ -72,6 +75,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.connIDTTL, "connid-ttl", time.Minute, "how long a connection ID is used (BEP 15: at most 1m)")
 	fs.Int64Var(&cfg.prefill, "prefill", 0, "announce `N` distinct peers over -torrents, then exit")
 	fs.DurationVar(&cfg.wait, "wait", 0, "first wait up to this long for an announce of the last info hash to succeed")
+	fs.BoolVar(&probeOnly, "probe", false, "only wait (up to -wait, default 10s) for the tracker to answer, then exit")
 	fs.BoolVar(&cfg.quiet, "q", false, "no progress lines")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the generator or responder to `file`")
 	fs.BoolVar(&printHashes, "print-hashes", false, "print the -torrents info hashes of -seed in hex, one a line, and exit")
@@ -135,6 +139,17 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	if err := cfg.check(); err != nil {
 		fmt.Fprintf(stderr, "chihaya-load: %v\n", err)
 		return 2
+	}
+	if probeOnly {
+		if cfg.wait == 0 {
+			cfg.wait = 10 * time.Second
+		}
+		hs := infoHashes(cfg.seed, cfg.torrents)
+		if err := waitReady(ctx, &cfg, hs[len(hs)-1], stderr); err != nil {
+			fmt.Fprintf(stderr, "chihaya-load: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	res, err := run(ctx, &cfg, stderr)
 	if err != nil {

@@ -13,9 +13,8 @@ import (
 // waits for each reply.
 const probeEvery = 250 * time.Millisecond
 
-// probePort is the port the readiness probe announces. The probe says
-// "stopped", so it adds no peer, and prefill reaches this port only for a
-// torrent that gets 65535 peers.
+// probePort is the port the readiness probe announces. Prefill reaches
+// it only for a torrent that gets 65535 peers.
 const probePort = 65535
 
 // waitReady returns once the tracker at cfg.target answers a connect and
@@ -88,7 +87,9 @@ func probe(conn *net.UDPConn, ih [20]byte, try uint32, peerLen int) error {
 	if why != badNone {
 		return fmt.Errorf("connect: invalid reply (%s)", badNames[why])
 	}
-	a := &announce{ConnID: id, TxID: txID | 1, InfoHash: ih, Event: eventStopped, NumWant: 0}
+	// "started", not "stopped": opentracker answers a stopped announce
+	// without looking at its whitelist.
+	a := &announce{ConnID: id, TxID: txID | 1, InfoHash: ih, Event: eventStarted, NumWant: 0}
 	setPeer(a, probePort-1)
 	b, err = exchange(appendAnnounce(nil, a), a.TxID, actionAnnounce)
 	if err != nil {
@@ -97,5 +98,9 @@ func probe(conn *net.UDPConn, ih [20]byte, try uint32, peerLen int) error {
 	if _, why := parseAnnounce(b, peerLen, 0); why != badNone {
 		return fmt.Errorf("announce: invalid reply (%s)", badNames[why])
 	}
+	// Leave the swarm again, so the probe adds no peer; a failure here
+	// only leaves one peer behind.
+	a.Event = eventStopped
+	exchange(appendAnnounce(nil, a), a.TxID, actionAnnounce)
 	return nil
 }

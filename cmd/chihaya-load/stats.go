@@ -74,6 +74,8 @@ func (c *counters) record(d time.Duration) {
 // of such copies.
 type snapshot struct {
 	at      time.Duration // since the run started
+	cpu     time.Duration // CPU time of the whole process
+	waited  time.Duration // time its threads waited for a CPU
 	sent    [numKinds]uint64
 	ok      [numKinds]uint64
 	errs    [numKinds]uint64
@@ -102,7 +104,7 @@ func (s *snapshot) add(c *counters) {
 
 // since returns the counts accumulated between old and s.
 func (s *snapshot) since(old *snapshot) *snapshot {
-	d := &snapshot{at: s.at - old.at}
+	d := &snapshot{at: s.at - old.at, cpu: s.cpu - old.cpu, waited: s.waited - old.waited}
 	for k := range numKinds {
 		d.sent[k] = s.sent[k] - old.sent[k]
 		d.ok[k] = s.ok[k] - old.ok[k]
@@ -157,6 +159,27 @@ func (s *snapshot) rate(n uint64) float64 {
 		return 0
 	}
 	return float64(n) / s.at.Seconds()
+}
+
+// cores returns the CPU the generator used over the snapshot's span, in
+// cores: near 1 per core it may use means the generator, not the tracker,
+// set the pace.
+func (s *snapshot) cores() float64 {
+	if s.at <= 0 {
+		return 0
+	}
+	return s.cpu.Seconds() / s.at.Seconds()
+}
+
+// starved returns how long the generator's threads spent runnable but
+// waiting for a CPU, per second of the span. Several threads can wait at
+// once, so it can exceed 1. Well above 0 means the machine was busy and
+// the run measured that as much as the tracker.
+func (s *snapshot) starved() float64 {
+	if s.at <= 0 {
+		return 0
+	}
+	return s.waited.Seconds() / s.at.Seconds()
 }
 
 // quantile returns the latency, in microseconds, below which a fraction
