@@ -34,10 +34,11 @@
 //
 // A connection ID is a keyed hash (SipHash-2-4) of the client's IP
 // address and the time of issue, so any worker and any process sharing
-// Config.Secret can check it without state; see connid.go for the layout
-// and why the port is left out. An ID is valid for two minutes plus
-// Config.ConnIDGrace; one stamped more than a second in the future is
-// refused.
+// Config.Secret can check it without state. It binds the IP but not the
+// port: a NAT may move a client to a new source port within the minute
+// BEP 15 lets it reuse an ID, and the port adds nothing against spoofing.
+// An ID is valid for two minutes plus Config.ConnIDGrace; one stamped
+// more than a second in the future is refused.
 //
 // # Concurrency
 //
