@@ -9,6 +9,13 @@
 // "failure reason" and status 200, as clients expect; only unknown paths
 // (404) and methods other than GET and HEAD (405) get an HTTP error.
 //
+// Replies are compact (BEP 23) unless the client sends compact=0; then
+// "peers" is BEP 3's list of dictionaries, each with "ip" and "port" but no
+// "peer id": the peer table keeps no peer IDs (20 bytes a peer), so every
+// client is answered as if it had sent no_peer_id. A scrape names up to
+// Config.MaxScrape info hashes and is refused beyond that; a scrape that
+// names none (a full scrape) is refused.
+//
 // Families never mix: the client's address, never a v4-mapped one, picks
 // the peers it is given — IPv4 clients get "peers", IPv6 clients get
 // "peers6" (and an empty "peers"). IPv6 listeners are IPv6-only. The

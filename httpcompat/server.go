@@ -292,8 +292,11 @@ func (s *Server) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	// The http.Server first, so that a running Serve sees a closed
+	// server rather than a listener closed under it.
+	err := s.srv.Close()
 	s.closeListeners()
-	return s.srv.Close()
+	return err
 }
 
 func (s *Server) closeListeners() {

@@ -861,3 +861,32 @@ func TestFailureRetryIn(t *testing.T) {
 		}
 	}
 }
+
+func TestCloseWhileServing(t *testing.T) {
+	s, err := Listen(Config{Addrs: []string{"127.0.0.1:0", "[::1]:0"}, Logger: slog.New(slog.DiscardHandler)}, newTracker(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	// Make sure Serve is accepting before closing under it.
+	c, err := net.DialTimeout("tcp", s.Addrs()[0].String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, rawRequest(17001))
+	readReply(t, bufio.NewReader(c))
+	c.Close()
+	if err := s.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after Close = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+}
