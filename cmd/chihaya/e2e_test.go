@@ -168,6 +168,9 @@ func startE2EDaemon(t *testing.T, host string) (*daemon, string) {
 	var cfg Config
 	cfg.UDP.Addrs = []string{net.JoinHostPort(host, "0")}
 	cfg.UDP.Workers = 2
+	// The clients speak udp:// only; the HTTP default (port 6969 on every
+	// interface) would leave loopback and could collide with other tests.
+	cfg.HTTP.Disabled = true
 	if err := cfg.check(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
