@@ -121,7 +121,9 @@ func (q *AnnounceQuery) addrFor(client netip.Addr) netip.Addr {
 		own = ipv6
 	}
 	for _, a := range [2]netip.Addr{own, ip} {
-		if a.IsValid() && a.Is4() == client.Is4() {
+		// A multicast, broadcast or loopback address would send peers
+		// where the announcer cannot receive them.
+		if a.IsGlobalUnicast() && a.Is4() == client.Is4() {
 			return a
 		}
 	}

@@ -406,12 +406,13 @@ func TestIPParam(t *testing.T) {
 			ts := startServer(t, Config{AllowIPParam: allow})
 			ts.announce(t, ts.v4, ih, 8001, "100", "&ip=10.1.2.3")
 			ts.announce(t, ts.v4, ih, 8002, "100", "&ipv6=2001:db8::2") // wrong family: never used
+			ts.announce(t, ts.v4, ih, 8006, "100", "&ip=224.1.2.3")     // multicast: never used
 			ts.announce(t, ts.v6, ih, 8003, "100", "&ipv6=2001:db8::3&ip=2001:db8::4")
 			m := ts.announce(t, ts.v4, ih, 8004, "100", "")
-			want4 := addrPorts("127.0.0.1:8001", "127.0.0.1:8002")
+			want4 := addrPorts("127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8006")
 			want6 := addrPorts("[::1]:8003")
 			if allow {
-				want4 = addrPorts("10.1.2.3:8001", "127.0.0.1:8002")
+				want4 = addrPorts("10.1.2.3:8001", "127.0.0.1:8002", "127.0.0.1:8006")
 				want6 = addrPorts("[2001:db8::3]:8003")
 			}
 			if got := compactPeers(t, m["peers"], 6); !slices.Equal(got, want4) {

@@ -182,8 +182,11 @@ func (w *worker) announce(m *message, b []byte, txID uint32) {
 	maxPeers, peerLen := w.s.maxPeers6, peertable.PeerLenV6
 	if ip.Is4() {
 		maxPeers, peerLen = w.s.maxPeers4, peertable.PeerLenV4
-		if w.s.cfg.AllowIPOverride && r.IP != [4]byte{} {
-			ip = netip.AddrFrom4(r.IP)
+		// Only a unicast address may stand in for the source: a
+		// multicast, broadcast or loopback one would make peers send
+		// traffic where the announcer cannot receive it.
+		if o := netip.AddrFrom4(r.IP); w.s.cfg.AllowIPOverride && o.IsGlobalUnicast() {
+			ip = o
 		}
 	}
 	want := int(r.NumWant)
