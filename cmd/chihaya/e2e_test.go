@@ -31,7 +31,7 @@ const (
 )
 
 // TestE2ELibtorrent runs real BitTorrent clients against the daemon: a
-// libtorrent seeder announces a fresh torrent over udp://, then a
+// libtorrent seeder announces a fresh torrent over udp:// or http://, then a
 // libtorrent leecher in another process announces and downloads it. Both
 // clients listen on loopback only, with DHT, local service discovery, peer
 // exchange, UPnP and NAT-PMP off, so they meet only through the tracker.
@@ -40,16 +40,18 @@ const (
 // clients are testdata/e2e/client.py.
 func TestE2ELibtorrent(t *testing.T) {
 	requireLibtorrent(t)
-	for _, fam := range []struct{ name, host string }{
-		{"v4", "127.0.0.1"},
-		{"v6", "::1"},
-	} {
-		t.Run("family="+fam.name, func(t *testing.T) {
-			if fam.name == "v6" {
-				requireLoopbackV6(t)
-			}
-			testE2ESwarm(t, fam.host)
-		})
+	for _, proto := range []string{"udp", "http"} {
+		for _, fam := range []struct{ name, host string }{
+			{"v4", "127.0.0.1"},
+			{"v6", "::1"},
+		} {
+			t.Run("proto="+proto+"/family="+fam.name, func(t *testing.T) {
+				if fam.name == "v6" {
+					requireLoopbackV6(t)
+				}
+				testE2ESwarm(t, proto, fam.host)
+			})
+		}
 	}
 }
 
@@ -82,10 +84,10 @@ func requireLoopbackV6(t *testing.T) {
 	c.Close()
 }
 
-func testE2ESwarm(t *testing.T, host string) {
+func testE2ESwarm(t *testing.T, proto, host string) {
 	ctx, cancel := context.WithTimeout(t.Context(), e2eBudget)
 	defer cancel()
-	d, announce := startE2EDaemon(t, host)
+	d, announce := startE2EDaemon(t, proto, host)
 	script, err := filepath.Abs(filepath.Join("testdata", "e2e", "client.py"))
 	if err != nil {
 		t.Fatal(err)
@@ -161,16 +163,24 @@ func testE2ESwarm(t *testing.T, host string) {
 	}
 }
 
-// startE2EDaemon runs the daemon with one UDP address on host until the
-// test ends, and returns it with its announce URL.
-func startE2EDaemon(t *testing.T, host string) (*daemon, string) {
+// startE2EDaemon runs the daemon with one address on host for proto (udp
+// or http) until the test ends, and returns it with its announce URL.
+// The other frontend is off: its default (port 6969 on every interface)
+// would leave loopback and could collide with other tests.
+func startE2EDaemon(t *testing.T, proto, host string) (*daemon, string) {
 	t.Helper()
 	var cfg Config
-	cfg.UDP.Addrs = []string{net.JoinHostPort(host, "0")}
-	cfg.UDP.Workers = 2
-	// The clients speak udp:// only; the HTTP default (port 6969 on every
-	// interface) would leave loopback and could collide with other tests.
-	cfg.HTTP.Disabled = true
+	addr := []string{net.JoinHostPort(host, "0")}
+	switch proto {
+	case "udp":
+		cfg.UDP.Addrs, cfg.UDP.Workers = addr, 2
+		cfg.HTTP.Disabled = true
+	case "http":
+		cfg.HTTP.Addrs = addr
+		cfg.UDP.Disabled = true
+	default:
+		t.Fatalf("unknown protocol %q", proto)
+	}
 	if err := cfg.check(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -180,8 +190,11 @@ func startE2EDaemon(t *testing.T, host string) (*daemon, string) {
 		t.Fatalf("start: %v", err)
 	}
 	addrs := d.udpAddrs()
+	if proto == "http" {
+		addrs = d.httpAddrs()
+	}
 	if len(addrs) != 1 || addrs[0].Port() == 0 {
-		t.Fatalf("udpAddrs() = %v, want one bound address", addrs)
+		t.Fatalf("%s addresses = %v, want one bound address", proto, addrs)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -192,7 +205,7 @@ func startE2EDaemon(t *testing.T, host string) (*daemon, string) {
 			t.Errorf("run: %v", err)
 		}
 	})
-	return d, "udp://" + addrs[0].String() + "/announce"
+	return d, proto + "://" + addrs[0].String() + "/announce"
 }
 
 func e2eCommand(ctx context.Context, script string, args ...string) *exec.Cmd {
