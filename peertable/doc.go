@@ -116,9 +116,10 @@
 // What a reader may observe while writers run: a peer that was removed a
 // moment ago (it read before the removal, or with counts loaded before
 // it); a peer twice, or a peer missed, when a removal moves the last slot
-// of a role into a hole the walk has or has not passed; a peer under its
-// previous role just after a role change (a seeder may be given a peer
-// that has just become a seeder). Never a torn entry, never a slot of the
+// of a role into a hole the walk has or has not passed; a peer of the
+// other role, just after a role change or when its counts are older than
+// an array that was reshaped meanwhile (so a seeder may now and then be
+// given a seeder). Never a torn entry, never a slot of the
 // other family (the families are different arrays, and the family of the
 // array is fixed by the set), never an empty slot, never itself. Counts
 // are read from one word per family, so seeders and leechers of a family
