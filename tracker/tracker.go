@@ -126,10 +126,16 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 	if req.Event == peertable.EventStopped {
 		want = 0 // a peer that leaves needs no peers
 	}
+	event := req.Event
+	if event == peertable.EventCompleted && req.Left != 0 {
+		// A client still missing data has not completed anything; taken
+		// at its word it would count a download on every announce.
+		event = peertable.EventNone
+	}
 	a := peertable.Announce{
 		InfoHash: req.InfoHash,
 		Addr:     req.Addr,
-		Event:    req.Event,
+		Event:    event,
 		Seeder:   req.Left == 0,
 		NumWant:  want,
 	}

@@ -1,0 +1,139 @@
+package tracker
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/chihaya/chihaya/peertable"
+)
+
+func newTracker(t *testing.T, cfg Config) *Tracker {
+	t.Helper()
+	table, err := peertable.New(peertable.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := New(cfg, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func announce(t *testing.T, tr *Tracker, addr string, left uint64, ev peertable.Event, want int) (AnnounceResponse, error) {
+	t.Helper()
+	req := AnnounceRequest{
+		InfoHash: peertable.InfoHash{1},
+		Addr:     netip.MustParseAddrPort(addr),
+		Left:     left,
+		Event:    ev,
+		NumWant:  want,
+	}
+	return tr.Announce(&req, nil)
+}
+
+func TestAnnounceRefusals(t *testing.T) {
+	tr := newTracker(t, Config{})
+	tests := []struct {
+		name string
+		req  AnnounceRequest
+		want error
+	}{
+		{"port 0", AnnounceRequest{Addr: netip.MustParseAddrPort("192.0.2.1:0")}, ErrInvalidPort},
+		{"event 4", AnnounceRequest{Addr: netip.MustParseAddrPort("192.0.2.1:1"), Event: 4}, ErrInvalidEvent},
+		{"no address", AnnounceRequest{Addr: netip.AddrPortFrom(netip.Addr{}, 1)}, ErrInvalidAddress},
+		{"unspecified", AnnounceRequest{Addr: netip.MustParseAddrPort("0.0.0.0:1")}, ErrInvalidAddress},
+		{"mapped", AnnounceRequest{Addr: netip.MustParseAddrPort("[::ffff:192.0.2.1]:1")}, ErrInvalidAddress},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tr.Announce(&tc.req, nil)
+			if err != tc.want {
+				t.Errorf("Announce(%+v) = %v, want %v", tc.req, err, tc.want)
+			}
+			var ce *ClientError
+			if !errors.As(err, &ce) {
+				t.Errorf("error %v is not a *ClientError", err)
+			}
+		})
+	}
+	if s := tr.Peers().Stats(); s.Swarms != 0 {
+		t.Errorf("refused announces created %d swarms", s.Swarms)
+	}
+}
+
+func TestAnnounceNumWant(t *testing.T) {
+	tr := newTracker(t, Config{DefaultNumWant: 3, MaxNumWant: 5})
+	for i := range 10 {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 6881)
+		if _, err := announce(t, tr, addr.String(), 0, peertable.EventStarted, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ ask, want int }{{-1, 3}, {0, 0}, {4, 4}, {100, 5}} {
+		res, err := announce(t, tr, "198.51.100.1:6881", 1, peertable.EventNone, tc.ask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(res.Peers) / peertable.PeerLenV4; got != tc.want {
+			t.Errorf("numwant %d: got %d peers, want %d", tc.ask, got, tc.want)
+		}
+	}
+	res, err := announce(t, tr, "198.51.100.1:6881", 1, peertable.EventStopped, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Peers) != 0 {
+		t.Errorf("a stopped announce got %d bytes of peers, want none", len(res.Peers))
+	}
+}
+
+func TestAnnounceIntervals(t *testing.T) {
+	tr := newTracker(t, Config{Interval: 10 * time.Minute, MinInterval: 90 * time.Second})
+	res, err := announce(t, tr, "192.0.2.1:6881", 1, peertable.EventStarted, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Interval != 600 || res.MinInterval != 90 {
+		t.Errorf("intervals = %d, %d; want 600, 90", res.Interval, res.MinInterval)
+	}
+	if res.Counts.Leechers != 1 || res.Counts.Seeders != 0 {
+		t.Errorf("counts = %+v, want one leecher", res.Counts)
+	}
+}
+
+// TestCompletedNeedsNothingLeft checks that a "completed" from a client
+// that still reports bytes left is not counted as a download.
+func TestCompletedNeedsNothingLeft(t *testing.T) {
+	tr := newTracker(t, Config{})
+	for range 3 {
+		if _, err := announce(t, tr, "192.0.2.1:6881", 100, peertable.EventCompleted, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := tr.Scrape(peertable.InfoHash{1}); c.Completed != 0 || c.Leechers != 1 {
+		t.Errorf("after completed with bytes left: %+v, want 0 completed, 1 leecher", c)
+	}
+	if _, err := announce(t, tr, "192.0.2.1:6881", 0, peertable.EventCompleted, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c := tr.Scrape(peertable.InfoHash{1}); c.Completed != 1 || c.Seeders != 1 || c.Leechers != 0 {
+		t.Errorf("after a real completion: %+v, want 1 completed, 1 seeder", c)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	table, _ := peertable.New(peertable.Config{})
+	for _, cfg := range []Config{
+		{Interval: time.Millisecond},
+		{Interval: time.Minute, MinInterval: time.Hour},
+		{DefaultNumWant: 10, MaxNumWant: 5},
+		{MaxNumWant: -1},
+	} {
+		if _, err := New(cfg, table); err == nil {
+			t.Errorf("New(%+v) accepted a bad config", cfg)
+		}
+	}
+}
