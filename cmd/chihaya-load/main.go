@@ -252,7 +252,7 @@ func runResponder(ctx context.Context, addr string, workers, batch int, limit ti
 		fmt.Fprintf(stderr, "chihaya-load: responder: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "responder: answered %d, rejected %d, ignored %d\n",
-		st.answered.Load(), st.rejected.Load(), st.ignored.Load())
+	fmt.Fprintf(stdout, "responder: answered %d, rejected %d, ignored %d, in %d buffers\n",
+		st.answered.Load(), st.rejected.Load(), st.ignored.Load(), st.buffers.Load())
 	return 0
 }
