@@ -89,14 +89,14 @@ func run(ctx context.Context, cfg *runConfig, progress io.Writer) (*result, erro
 	go func() { wg.Wait(); close(done) }()
 
 	snap := func() *snapshot {
-		s := &snapshot{at: time.Since(start), cpu: cpuTime(), waited: runDelay()}
+		s := &snapshot{at: time.Since(start), cpu: cpuTime()}
 		for _, w := range workers {
 			s.add(w.c)
 		}
 		return s
 	}
 	var base, last, final *snapshot
-	base = &snapshot{cpu: cpuTime(), waited: runDelay()}
+	base = &snapshot{cpu: cpuTime()}
 	last = base
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -129,7 +129,7 @@ loop:
 		final = snap()
 	}
 	if base.at > final.at {
-		base = &snapshot{cpu: final.cpu, waited: final.waited} // cut short during the warmup
+		base = &snapshot{cpu: final.cpu} // cut short during the warmup
 	}
 	res := &result{
 		total:         final.since(base),
@@ -158,8 +158,8 @@ func printProgress(w io.Writer, d *snapshot, at time.Duration, wl *workload, cfg
 	if cfg.scrape > 0 {
 		fmt.Fprintf(&b, " (scrape %.0f)", d.rate(d.ok[kindScrape]))
 	}
-	fmt.Fprintf(&b, "  err %d  lost %d  invalid %d  p50 %dus  p99 %dus  cpu %.2f  starved %.2f",
-		d.errors(), d.lostTotal(), d.invalidTotal(), d.quantile(0.5), d.quantile(0.99), d.cores(), d.starved())
+	fmt.Fprintf(&b, "  err %d  lost %d  invalid %d  p50 %dus  p99 %dus  cpu %.2f",
+		d.errors(), d.lostTotal(), d.invalidTotal(), d.quantile(0.5), d.quantile(0.99), d.cores())
 	if cfg.prefill > 0 {
 		fmt.Fprintf(&b, "  prefilled %d/%d", wl.prefillDone.Load(), cfg.prefill)
 	}
@@ -197,8 +197,8 @@ func (r *result) print(w io.Writer, cfg *runConfig) {
 	fmt.Fprintf(w, "latency   p50 %dus  p90 %dus  p99 %dus  p99.9 %dus  max %dus\n",
 		t.quantile(0.5), t.quantile(0.9), t.quantile(0.99), t.quantile(0.999), t.max())
 	if t.cpu > 0 {
-		fmt.Fprintf(w, "cpu       %.2f cores used by the generator (GOMAXPROCS %d): %.0f req/s per core; its threads waited %.2f s per s for a CPU\n",
-			t.cores(), runtime.GOMAXPROCS(0), t.rate(t.answered())/t.cores(), t.starved())
+		fmt.Fprintf(w, "cpu       %.2f cores used by the generator (GOMAXPROCS %d): %.0f req/s per core\n",
+			t.cores(), runtime.GOMAXPROCS(0), t.rate(t.answered())/t.cores())
 	}
 	texts := slices.SortedFunc(maps.Keys(r.errTexts), func(a, b string) int {
 		return cmp.Or(-cmp.Compare(r.errTexts[a], r.errTexts[b]), strings.Compare(a, b))
@@ -212,9 +212,9 @@ func (r *result) print(w io.Writer, cfg *runConfig) {
 	if cfg.prefill > 0 {
 		fmt.Fprintf(w, "prefill   %d of %d peers acknowledged, %d failed\n", r.prefilled, cfg.prefill, r.prefillFailed)
 	}
-	fmt.Fprintf(w, "RESULT rps=%.0f announce_rps=%.0f scrape_rps=%.0f p50_us=%d p99_us=%d errors=%d lost=%d invalid=%d answered=%d seconds=%.2f gen_cpu=%.2f gen_starved=%.2f",
+	fmt.Fprintf(w, "RESULT rps=%.0f announce_rps=%.0f scrape_rps=%.0f p50_us=%d p99_us=%d errors=%d lost=%d invalid=%d answered=%d seconds=%.2f gen_cpu=%.2f",
 		t.rate(t.answered()), t.rate(t.ok[kindAnnounce]), t.rate(t.ok[kindScrape]),
-		t.quantile(0.5), t.quantile(0.99), t.errors(), t.lostTotal(), t.invalidTotal(), t.answered(), t.at.Seconds(), t.cores(), t.starved())
+		t.quantile(0.5), t.quantile(0.99), t.errors(), t.lostTotal(), t.invalidTotal(), t.answered(), t.at.Seconds(), t.cores())
 	if cfg.prefill > 0 {
 		fmt.Fprintf(w, " prefilled=%d", r.prefilled)
 	}

@@ -75,7 +75,6 @@ func (c *counters) record(d time.Duration) {
 type snapshot struct {
 	at      time.Duration // since the run started
 	cpu     time.Duration // CPU time of the whole process
-	waited  time.Duration // time its threads waited for a CPU
 	sent    [numKinds]uint64
 	ok      [numKinds]uint64
 	errs    [numKinds]uint64
@@ -104,7 +103,7 @@ func (s *snapshot) add(c *counters) {
 
 // since returns the counts accumulated between old and s.
 func (s *snapshot) since(old *snapshot) *snapshot {
-	d := &snapshot{at: s.at - old.at, cpu: s.cpu - old.cpu, waited: s.waited - old.waited}
+	d := &snapshot{at: s.at - old.at, cpu: s.cpu - old.cpu}
 	for k := range numKinds {
 		d.sent[k] = s.sent[k] - old.sent[k]
 		d.ok[k] = s.ok[k] - old.ok[k]
@@ -169,17 +168,6 @@ func (s *snapshot) cores() float64 {
 		return 0
 	}
 	return s.cpu.Seconds() / s.at.Seconds()
-}
-
-// starved returns how long the generator's threads spent runnable but
-// waiting for a CPU, per second of the span. Several threads can wait at
-// once, so it can exceed 1. Well above 0 means the machine was busy and
-// the run measured that as much as the tracker.
-func (s *snapshot) starved() float64 {
-	if s.at <= 0 {
-		return 0
-	}
-	return s.waited.Seconds() / s.at.Seconds()
 }
 
 // quantile returns the latency, in microseconds, below which a fraction
