@@ -1,26 +1,50 @@
 // Command chihaya-load drives a BEP 15 (UDP) tracker with many requests
 // in flight and checks every reply it gets back.
 //
-// It opens -conns connected sockets; each keeps -window requests in
-// flight, matched to replies by transaction ID, and sends and reads in
-// batches (sendmmsg and recvmmsg on Linux). Requests are announces and
-// scrapes (-scrape is the scrape fraction) of -torrents info hashes with
-// Zipf popularity, from -peers distinct peers per socket. A request not
-// answered within -timeout counts as lost; a reply that breaks BEP 15
-// counts as invalid, by reason; error replies are counted with their
-// text. Once a second a progress line goes to stderr; at the end a
-// summary and a machine-readable RESULT line go to stdout.
+// It opens -conns connected sockets, each with its own goroutine and
+// source port; each keeps -window requests in flight, matched to replies
+// by transaction ID. Replies are read in batches (recvmmsg), and the
+// requests of a batch are sent in one sendmmsg, with requests of one kind
+// packed into one UDP GSO buffer on Linux (-gso): the tracker still gets
+// one datagram per request, but the generator pays the kernel's send path
+// once per batch, which is what lets one core of it outrun one core of a
+// tracker. A socket connects first and uses its connection ID for at most
+// -connid-ttl (a minute, as BEP 15 allows), asking for the next one a
+// little before; a whole window lost in a row also makes it reconnect.
 //
-// The info hashes depend only on -seed, so a tracker in whitelist mode
-// can be given them: chihaya-load -print-hashes -torrents N > whitelist.
+// Requests are announces and scrapes (-scrape is the scrape fraction) of
+// -torrents info hashes with Zipf popularity (-zipf), from -peers
+// distinct peers per socket, with -events weights and -numwant. Every
+// reply is checked: action, transaction ID, length, peer entries of the
+// request's family (6 or 18 bytes, no IPv4-mapped addresses in IPv6
+// replies), counts that cannot be negative or smaller than the peer list.
+// A request not answered within -timeout counts as lost; a reply that
+// breaks BEP 15 counts as invalid, by reason; error replies are counted
+// with their text.
 //
-// -prefill N announces N distinct peers (event started) spread evenly
-// over the torrents and exits. A tracker knows a peer by its address and
-// announced port, and all of them come from one address, so a torrent
-// can hold at most 65535 of them.
+// Once a second a progress line goes to stderr. At the end a summary goes
+// to stdout, ending in one line for scripts:
 //
-// -responder ADDR runs a trivial batched BEP 15 server instead, to
-// measure the generator's own ceiling.
+//	RESULT rps=… announce_rps=… scrape_rps=… p50_us=… p99_us=… errors=…
+//	lost=… invalid=… answered=… seconds=… gen_cpu=… [prefilled=…]
+//
+// rps counts valid, non-error replies per second after -warmup; gen_cpu
+// is the CPU the generator used meanwhile, in cores.
+//
+// The info hashes depend only on -seed and their index, so a tracker in
+// whitelist mode can be given them (chihaya-load -print-hashes -torrents N),
+// and -probe (or -wait before a run) waits until an announce of the last
+// one is answered, as a tracker that loads its whitelist in the
+// background needs.
+//
+// -prefill N announces N distinct peers (event started) spread evenly over
+// the torrents and exits. A tracker knows a peer by its address and
+// announced port, and all of them come from one address, so a torrent can
+// hold at most 65535 of them: 1,000,000 peers need 16 torrents or more.
+//
+// -responder ADDR runs a trivial batched BEP 15 server instead, which
+// answers every request with a minimal valid reply, to measure the
+// generator's own ceiling.
 //
 // The generator shares no code with the tracker's udp package: it has its
 // own encoder and decoder, so that the two cannot agree by construction.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -57,7 +58,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		probeOnly   bool
 	)
 	fs.StringVar(&addr, "addr", "127.0.0.1:6969", "tracker `address` (host:port; [::1]:6969 for IPv6)")
-	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to measure (prefill and responder: the most they may take; default 10m, 1h)")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to measure; with -prefill or -responder the most they may run (unset: 10m, 1h)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "load sent before measuring starts, not counted")
 	fs.IntVar(&cfg.conns, "conns", 4, "sockets, each with its own goroutine and source port")
 	fs.IntVar(&cfg.window, "window", 32, "requests in flight per socket")
@@ -83,6 +84,9 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&respWorkers, "responder-workers", runtime.GOMAXPROCS(0), "responder goroutines")
 	fs.IntVar(&respBatch, "responder-batch", 64, "datagrams per responder system call")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {
