@@ -329,3 +329,24 @@ func BenchmarkMemory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRange walks every swarm of a table, as a full scrape does.
+func BenchmarkRange(b *testing.B) {
+	for _, n := range []int{100_000} {
+		b.Run(fmt.Sprintf("swarms=%d", n), func(b *testing.B) {
+			tb := newTable(b, Config{Swarms: n})
+			for i := range n {
+				tb.Announce(&Announce{InfoHash: hashN(i), Addr: addr4(i), Seeder: i%2 == 0}, nil)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				seen := 0
+				tb.Range(func(InfoHash, Counts) bool { seen++; return true })
+				if seen != n {
+					b.Fatalf("Range visited %d swarms, want %d", seen, n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/swarm")
+		})
+	}
+}

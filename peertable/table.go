@@ -412,6 +412,33 @@ func (t *Table) sweepSwarm(s *swarm) (removed int, dead bool) {
 	return removed, false
 }
 
+// Range calls f with the info hash and counts of every live swarm, in no
+// particular order, until f returns false. Like Scrape it takes no lock:
+// announces and sweeps go on while it runs, and f may call any method of
+// t, Announce included.
+//
+// Range reads each shard's swarm array once, when it reaches it, so it
+// sees every shard as of a moment, not the whole table as of one: a swarm
+// created in a shard it has already read is missed, one created in a
+// shard it has yet to read is seen, and a swarm removed after its shard
+// was read is still visited unless the sweep has already marked it dead.
+// An info hash is visited at most once per call. Each swarm's counts are
+// read when f is called, as Scrape reads them; they may include swarms
+// left empty by stops that the sweep has not removed yet (all zero but
+// Completed).
+func (t *Table) Range(f func(ih InfoHash, c Counts) bool) {
+	for i := range t.shards {
+		for _, s := range t.shards[i].p.Load().s {
+			if s == nil || s.dead() {
+				continue
+			}
+			if !f(s.ih, s.counts()) {
+				return
+			}
+		}
+	}
+}
+
 // Stats counts the swarms and peers. It walks the whole table without
 // locks, so under load the totals are approximate; it is meant for
 // metrics, not for the announce path.
