@@ -3,15 +3,18 @@ package httpcompat
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
@@ -208,5 +211,79 @@ func TestAnnounceDoesNotAllocate(t *testing.T) {
 	s.ServeHTTP(w, r)
 	if n := testing.AllocsPerRun(100, func() { s.ServeHTTP(w, r) }); n != 0 {
 		t.Errorf("ServeHTTP allocated %v times, want 0", n)
+	}
+}
+
+// fullScrapeTable returns a table of n swarms with random info hashes,
+// each with a seeder and a leecher.
+func fullScrapeTable(b *testing.B, n int) *peertable.Table {
+	table, err := peertable.New(peertable.Config{Swarms: n})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ih peertable.InfoHash
+	for i := range n {
+		binary.BigEndian.PutUint64(ih[:], rand.Uint64()) // random, as real info hashes are
+		binary.BigEndian.PutUint64(ih[8:], rand.Uint64())
+		binary.BigEndian.PutUint32(ih[16:], uint32(i))
+		for j, seeder := range []bool{true, false} {
+			a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(6881+j))
+			table.Announce(&peertable.Announce{InfoHash: ih, Addr: a, Seeder: seeder}, nil)
+		}
+	}
+	return table
+}
+
+// BenchmarkFullScrapeBuild builds the full scrape of a table whose swarms
+// have a seeder and a leecher each, and reports the reply's sizes.
+func BenchmarkFullScrapeBuild(b *testing.B) {
+	for _, n := range []int{100_000} {
+		b.Run(fmt.Sprintf("swarms=%d", n), func(b *testing.B) {
+			f := newFullScrape(fullScrapeTable(b, n), &Config{FullScrapeEvery: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+			var rep *fullReply
+			var err error
+			b.ReportAllocs()
+			for b.Loop() {
+				if rep, err = f.build(time.Now()); err != nil {
+					b.Fatal(err)
+				}
+				f.cur.Store(rep) // as reply does: the next build sizes from it
+			}
+			b.ReportMetric(float64(rep.size), "bytes")
+			b.ReportMetric(float64(len(rep.gz)), "gzip-bytes")
+		})
+	}
+}
+
+// BenchmarkFullScrapeServe answers a cached full scrape, as is to a
+// client that accepts gzip and decompressed to one that does not.
+func BenchmarkFullScrapeServe(b *testing.B) {
+	const n = 100_000
+	tr, err := tracker.New(tracker.Config{}, fullScrapeTable(b, n))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := newServer(Config{FullScrape: true, FullScrapeCache: time.Hour, Logger: slog.New(slog.DiscardHandler)}, tr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.full.reply(s.now()); err != nil {
+		b.Fatal(err)
+	}
+	for _, gz := range []bool{true, false} {
+		b.Run(fmt.Sprintf("swarms=%d/gzip=%v", n, gz), func(b *testing.B) {
+			u, _ := url.Parse("/scrape")
+			r := &http.Request{Method: "GET", URL: u, Header: http.Header{}}
+			if gz {
+				r.Header.Set("Accept-Encoding", "gzip")
+			}
+			w := &nopWriter{h: http.Header{}}
+			s.full.limit = newLimiter(0, maxScrapeSources) // no limit
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				r.RemoteAddr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 1).String()
+				s.ServeHTTP(w, r)
+			}
+		})
 	}
 }

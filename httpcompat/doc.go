@@ -13,8 +13,11 @@
 // "peers" is BEP 3's list of dictionaries, each with "ip" and "port" but no
 // "peer id": the peer table keeps no peer IDs (20 bytes a peer), so every
 // client is answered as if it had sent no_peer_id. A scrape names up to
-// Config.MaxScrape info hashes and is refused beyond that; a scrape that
-// names none (a full scrape) is refused.
+// Config.MaxScrape info hashes and is refused beyond that. A scrape that
+// names none (a full scrape) is refused unless Config.FullScrape is on;
+// then it gets every swarm from a gzip-compressed reply built at most once
+// per Config.FullScrapeCache, and each client (an IPv4 address or an IPv6
+// /64) gets at most one per Config.FullScrapeEvery (see fullscrape.go).
 //
 // Families never mix: the client's address, never a v4-mapped one, picks
 // the peers it is given — IPv4 clients get "peers", IPv6 clients get
@@ -31,5 +34,6 @@
 //
 // A Server is safe for concurrent use; Serve owns every goroutine it
 // starts (net/http's, one per connection) and returns only after they are
-// done. Nothing a caller passes in is kept after a call returns.
+// done. Nothing a caller passes in is kept after a call returns. The full
+// scrape's two locks (its build and its per-client limit) never nest.
 package httpcompat

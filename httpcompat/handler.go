@@ -62,20 +62,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x := s.pool.Get().(*exchange)
-	x.out = s.handle(x, ep, r)
-	w.Header()["Content-Type"] = contentType
-	w.Write(x.out)
+	if out := s.handle(x, ep, w, r); out != nil {
+		x.out = out
+		w.Header()["Content-Type"] = contentType
+		w.Write(x.out)
+	}
 	s.putExchange(x)
 }
 
-// handle answers r, routed to ep, into x.out and returns it.
-func (s *Server) handle(x *exchange, ep endpoint, r *http.Request) []byte {
+// handle answers r, routed to ep, into x.out and returns it, or returns
+// nil when it has written the reply to w itself (a full scrape).
+func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http.Request) []byte {
 	client, err := s.clientAddr(r)
 	if err != nil {
 		return appendFailure(x.out[:0], err.Error(), 0)
 	}
 	if ep == scrapeEndpoint {
-		return s.scrape(x, r.URL.RawQuery)
+		if out := s.scrape(x, r.URL.RawQuery); out != nil {
+			return out
+		}
+		return s.serveFull(x, w, r, client)
 	}
 	n := copy(x.path[:], r.URL.Path) // route checked the length
 	return s.announce(x, client, x.path[:n], r.URL.RawQuery)
@@ -216,6 +222,9 @@ func appendPeerDicts(dst []byte, v4 bool, peers []byte) []byte {
 //	    20:<info hash> d 8:completei<n>e 10:downloadedi<n>e 10:incompletei<n>e e
 //	    …
 //	e e
+//
+// scrape returns the reply in x.out, or nil for a full scrape (no
+// info_hash) when Config.FullScrape is on: the caller answers that.
 func (s *Server) scrape(x *exchange, rawQuery string) []byte {
 	hashes, err := ParseScrape(rawQuery, x.hashes[:0], s.cfg.MaxScrape)
 	switch {
@@ -223,6 +232,8 @@ func (s *Server) scrape(x *exchange, rawQuery string) []byte {
 		return appendFailure(x.out[:0], s.tooMany, 0)
 	case err != nil:
 		return appendFailure(x.out[:0], err.Error(), 0)
+	case len(hashes) == 0 && s.full != nil:
+		return nil
 	case len(hashes) == 0:
 		return appendFailure(x.out[:0], errNoScrapeHash.Error(), 0)
 	}
@@ -232,18 +243,23 @@ func (s *Server) scrape(x *exchange, rawQuery string) []byte {
 	dst = AppendString(dst, "files")
 	dst = append(dst, 'd')
 	for i := range hashes {
-		c := s.t.Scrape(hashes[i])
-		dst = AppendBytes(dst, hashes[i][:])
-		dst = append(dst, 'd')
-		dst = AppendString(dst, "complete")
-		dst = AppendUint(dst, uint64(c.Seeders))
-		dst = AppendString(dst, "downloaded")
-		dst = AppendUint(dst, uint64(c.Completed))
-		dst = AppendString(dst, "incomplete")
-		dst = AppendUint(dst, uint64(c.Leechers))
-		dst = append(dst, 'e')
+		dst = appendFile(dst, &hashes[i], s.t.Scrape(hashes[i]))
 	}
 	return append(dst, 'e', 'e')
+}
+
+// appendFile appends one entry of a scrape reply's "files": the info hash
+// as a key, then its counts.
+func appendFile(dst []byte, ih *peertable.InfoHash, c peertable.Counts) []byte {
+	dst = AppendBytes(dst, ih[:])
+	dst = append(dst, 'd')
+	dst = AppendString(dst, "complete")
+	dst = AppendUint(dst, uint64(c.Seeders))
+	dst = AppendString(dst, "downloaded")
+	dst = AppendUint(dst, uint64(c.Completed))
+	dst = AppendString(dst, "incomplete")
+	dst = AppendUint(dst, uint64(c.Leechers))
+	return append(dst, 'e')
 }
 
 // retryNever is the retryIn of a refusal the client must not retry.

@@ -69,10 +69,23 @@ type Config struct {
 	// answered in part, which a client could not tell from unknown
 	// torrents). Zero means 64; at most 1024.
 	MaxScrape int
-	// FullScrape would answer a scrape without info_hash with every
-	// swarm. The peer table cannot list its swarms yet, so it must be
-	// false; such a scrape is refused with a failure reason.
+	// FullScrape answers a scrape that names no info_hash with every
+	// swarm (a BEP 48 full scrape). Off by default: such a scrape is
+	// refused with a failure reason. The reply, about 70 bytes a swarm
+	// before compression, is built at most once per FullScrapeCache and
+	// kept only gzip-compressed; clients that do not accept gzip get it
+	// decompressed as it is sent. A reply that takes longer than
+	// WriteTimeout to send is cut off.
 	FullScrape bool
+	// FullScrapeCache is how long one full scrape reply is served before
+	// a request builds a fresh one. Zero means 30 seconds.
+	FullScrapeCache time.Duration
+	// FullScrapeEvery is how often one client may fetch a full scrape; a
+	// client is an IPv4 address or an IPv6 /64. An earlier request is
+	// refused with BEP 31's "retry in". The limit remembers the most
+	// recent 16,384 clients and forgets older ones first. Zero means 60
+	// seconds.
+	FullScrapeEvery time.Duration
 	// Logger receives lifecycle messages and internal errors, never one
 	// per request for bad input. Nil means slog.Default().
 	Logger *slog.Logger
@@ -99,6 +112,8 @@ func (c *Config) Check() error {
 		{"WriteTimeout", c.WriteTimeout},
 		{"IdleTimeout", c.IdleTimeout},
 		{"ShutdownTimeout", c.ShutdownTimeout},
+		{"FullScrapeCache", c.FullScrapeCache},
+		{"FullScrapeEvery", c.FullScrapeEvery},
 	}
 	for _, d := range durations {
 		if d.d < 0 {
@@ -114,8 +129,6 @@ func (c *Config) Check() error {
 		return fmt.Errorf("httpcompat: MaxConns %d must not be negative (0 means 16384)", c.MaxConns)
 	case c.MaxScrape < 0 || c.MaxScrape > maxMaxScrape:
 		return fmt.Errorf("httpcompat: MaxScrape %d out of range (0 means 64, at most %d)", c.MaxScrape, maxMaxScrape)
-	case c.FullScrape:
-		return errors.New("httpcompat: FullScrape is not supported yet: the peer table cannot list its swarms")
 	case c.RealIPHeader != "" && !validHeaderName(c.RealIPHeader):
 		return fmt.Errorf("httpcompat: RealIPHeader %q is not a header name", c.RealIPHeader)
 	}
@@ -151,6 +164,8 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxHeaderBytes, 8<<10)
 	setDefault(&c.MaxConns, 16384)
 	setDefault(&c.MaxScrape, 64)
+	setDefault(&c.FullScrapeCache, 30*time.Second)
+	setDefault(&c.FullScrapeEvery, 60*time.Second)
 	setDefault(&c.RealIPHeader, "X-Forwarded-For")
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -176,10 +191,12 @@ type Server struct {
 	addrs []netip.AddrPort
 	pool  sync.Pool // of *exchange
 
-	realIPHeader string // canonical
-	forwardedFor bool   // realIPHeader is X-Forwarded-For: a list
-	tooMany      string // failure reason for more than MaxScrape
-	maxPeers     int    // tracker's MaxNumWant
+	realIPHeader string           // canonical
+	forwardedFor bool             // realIPHeader is X-Forwarded-For: a list
+	tooMany      string           // failure reason for more than MaxScrape
+	maxPeers     int              // tracker's MaxNumWant
+	full         *fullScrape      // nil unless Config.FullScrape
+	now          func() time.Time // time.Now; tests set another clock
 
 	served atomic.Bool
 	closed atomic.Bool
@@ -224,6 +241,10 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 		realIPHeader: textproto.CanonicalMIMEHeaderKey(cfg.RealIPHeader),
 		tooMany:      fmt.Sprintf("too many info_hash values (at most %d)", cfg.MaxScrape),
 		maxPeers:     t.Config().MaxNumWant,
+		now:          time.Now,
+	}
+	if cfg.FullScrape {
+		s.full = newFullScrape(t.Peers(), &cfg)
 	}
 	s.forwardedFor = s.realIPHeader == "X-Forwarded-For"
 	s.pool.New = func() any { return s.newExchange() }
