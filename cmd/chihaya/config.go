@@ -78,6 +78,9 @@ type HTTPConfig struct {
 	ExternalIP *bool `toml:"external_ip"`
 	MaxScrape  int   `toml:"max_scrape"`
 	FullScrape bool  `toml:"full_scrape"`
+	// FullScrapeCache and FullScrapeEvery matter only with FullScrape.
+	FullScrapeCache Duration `toml:"full_scrape_cache"`
+	FullScrapeEvery Duration `toml:"full_scrape_every"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30m").
@@ -262,6 +265,8 @@ func (c *Config) http(log *slog.Logger) (httpcompat.Config, error) {
 		NoExternalIP:    h.ExternalIP != nil && !*h.ExternalIP,
 		MaxScrape:       h.MaxScrape,
 		FullScrape:      h.FullScrape,
+		FullScrapeCache: time.Duration(h.FullScrapeCache),
+		FullScrapeEvery: time.Duration(h.FullScrapeEvery),
 		Logger:          log,
 	}
 	for _, s := range h.TrustedProxies {
@@ -274,9 +279,6 @@ func (c *Config) http(log *slog.Logger) (httpcompat.Config, error) {
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
 		cfg.TrustedProxies = append(cfg.TrustedProxies, p.Masked())
-	}
-	if h.FullScrape {
-		return cfg, fmt.Errorf("key http.full_scrape: full scrape is not supported yet (the peer table cannot list its swarms); leave it false")
 	}
 	if err := cfg.Check(); err != nil {
 		return cfg, fmt.Errorf("key %s: %w", httpKey(err), err)

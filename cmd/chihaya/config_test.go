@@ -36,6 +36,9 @@ trusted_proxies = ["10.1.2.3/8", "192.0.2.7", "fd00::/8"]
 real_ip_header = "X-Real-IP"
 external_ip = false
 max_scrape = 10
+full_scrape = true
+full_scrape_cache = "2m"
+full_scrape_every = "10m"
 `), &c); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +50,8 @@ max_scrape = 10
 	if !slices.Equal(h.TrustedProxies, want) {
 		t.Errorf("trusted proxies %v, want %v", h.TrustedProxies, want)
 	}
-	if !h.NoExternalIP || h.RealIPHeader != "X-Real-IP" || h.MaxScrape != 10 {
+	if !h.NoExternalIP || h.RealIPHeader != "X-Real-IP" || h.MaxScrape != 10 ||
+		!h.FullScrape || h.FullScrapeCache != 2*time.Minute || h.FullScrapeEvery != 10*time.Minute {
 		t.Errorf("http config %+v", h)
 	}
 	var zero Config
@@ -109,7 +113,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"http proxies", "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "key http.trusted_proxies"},
 		{"http header", "[http]\nreal_ip_header = \"X Real\"\n", "key http.real_ip_header"},
 		{"http scrape", "[http]\nmax_scrape = 5000\n", "key http.max_scrape"},
-		{"http full scrape", "[http]\nfull_scrape = true\n", "key http.full_scrape"},
+		{"http full scrape cache", "[http]\nfull_scrape = true\nfull_scrape_cache = \"-1s\"\n", "key http.full_scrape_cache"},
+		{"http full scrape every", "[http]\nfull_scrape_every = \"-1m\"\n", "key http.full_scrape_every"},
+		{"http full scrape duration", "[http]\nfull_scrape_every = \"often\"\n", "http.full_scrape_every"},
 		{"http external ip", "[http]\nexternal_ip = \"yes\"\n", "http.external_ip"},
 	}
 	for _, tt := range tests {
