@@ -59,13 +59,13 @@ type slot struct {
 // batches, and refills the slots they free. Everything here belongs to
 // the worker's goroutine except c, whose counters others read.
 type worker struct {
+	tally
 	cfg     *runConfig
 	wl      *workload
 	conn    *net.UDPConn
 	bc      batchConn
 	peerLen int
 	pick    *picker
-	c       *counters
 	start   time.Time // the run's start; times are offsets from it
 
 	slots    []slot
@@ -89,10 +89,8 @@ type worker struct {
 	out        *outbox
 	hashes     [][20]byte // scratch for scrapes
 	ann        announce
-	errTexts   map[string]uint64 // error reply texts; see noteError
-	deadline   time.Duration     // read deadline currently set
-	readErr    error             // last unexpected read error
-	unexpected int               // count of unexpected read errors
+	deadline   time.Duration // read deadline currently set
+	unexpected int           // count of unexpected read errors
 }
 
 // A retryJob is a prefill announce that timed out and is sent again.
@@ -101,24 +99,19 @@ type retryJob struct {
 	tries uint8
 }
 
-// maxErrTexts bounds how many distinct error texts a worker remembers;
-// the rest are counted under "(other)".
-const maxErrTexts = 32
-
 func newWorker(cfg *runConfig, wl *workload, conn *net.UDPConn, socket int, start time.Time) *worker {
 	v6 := cfg.target.Addr().Is6()
 	w := &worker{
+		tally:    newTally(),
 		cfg:      cfg,
 		wl:       wl,
 		conn:     conn,
 		bc:       newBatchConn(conn, v6),
 		peerLen:  peerLenIPv4,
 		pick:     newPicker(wl, cfg.seed, socket),
-		c:        new(counters),
 		start:    start,
 		slots:    make([]slot, cfg.window),
 		slotBits: uint(bits.Len(uint(cfg.window - 1))),
-		errTexts: make(map[string]uint64),
 		hashes:   make([][20]byte, 0, maxScrapeHashes),
 	}
 	if v6 {
@@ -378,12 +371,4 @@ func (w *worker) handle(b []byte, truncated bool, now time.Duration) {
 	if s.job >= 0 {
 		w.wl.prefillDone.Add(1)
 	}
-}
-
-// noteError counts an error reply by its text.
-func (w *worker) noteError(text string) {
-	if _, ok := w.errTexts[text]; !ok && len(w.errTexts) >= maxErrTexts {
-		text = "(other)"
-	}
-	w.errTexts[text]++
 }

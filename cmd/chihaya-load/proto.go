@@ -130,19 +130,24 @@ func appendScrape(dst []byte, connID uint64, txID uint32, hashes ...[20]byte) []
 	return dst
 }
 
-// A bad is why a reply breaks BEP 15, or badNone. Each reason is counted
-// separately; this order is the order of the summary.
+// A bad is why a reply breaks BEP 15 (or, over HTTP, BEP 3, 23 and 48),
+// or badNone. Each reason is counted separately; this order is the order
+// of the summary.
 type bad uint8
 
 const (
 	badNone      bad = iota
-	badShort         // shorter than any reply of its action
+	badShort         // shorter than any reply of its action; HTTP: cut off by a close
 	badAction        // action is neither the request's nor error
 	badLength        // length does not fit the action's layout
-	badPeerSize      // peer list not a multiple of the family's entry
-	badCounts        // negative counts, zero interval, too many peers
+	badPeerSize      // peer list not a multiple of the family's entry, or of the other family
+	badCounts        // negative or (HTTP) missing counts, zero interval, too many peers
 	badTruncated     // larger than the receive buffer
 	badStale         // transaction ID matches no request in flight
+	badStatus        // HTTP: a status other than 200
+	badHTTP          // HTTP: a malformed status line, header or chunk
+	badBencode       // HTTP: the body is not one well-formed bencoded dictionary
+	badFiles         // HTTP: a scrape's files are not among the info hashes asked for
 	numBad
 )
 
@@ -155,6 +160,10 @@ var badNames = [numBad]string{
 	badCounts:    "counts",
 	badTruncated: "truncated",
 	badStale:     "stale-txid",
+	badStatus:    "status",
+	badHTTP:      "http",
+	badBencode:   "bencode",
+	badFiles:     "files",
 }
 
 // replyHeader returns the action and transaction ID of a reply, or false

@@ -57,8 +57,12 @@ type counters struct {
 	errs    [numKinds]atomic.Uint64 // error replies (action 3)
 	lost    [numKinds]atomic.Uint64 // no reply within the timeout
 	invalid [numBad]atomic.Uint64   // replies that break BEP 15
-	refused atomic.Uint64           // ICMP port unreachable seen by a send or read
+	refused atomic.Uint64           // ICMP port unreachable, or (HTTP) a refused connection
 	hist    [histBuckets]atomic.Uint64
+
+	// HTTP only; sent[kindConnect] counts connections opened.
+	reconnects   atomic.Uint64 // connections opened after a loader's first
+	serverClosed atomic.Uint64 // connections the server closed after a reply
 }
 
 // record counts a latency of an answered announce or scrape.
@@ -68,6 +72,35 @@ func (c *counters) record(d time.Duration) {
 		us = 0
 	}
 	c.hist[histBucket(uint64(us))].Add(1)
+}
+
+// A tally is what one loader (a UDP worker or an HTTP connection) counts.
+// The reporter reads c at any time; errTexts and readErr belong to the
+// loader's goroutine until it returns.
+type tally struct {
+	c        *counters
+	errTexts map[string]uint64 // error reply texts; see noteError
+	readErr  error             // last unexpected error, for the summary
+}
+
+// maxErrTexts bounds how many distinct error texts a loader remembers;
+// the rest are counted under "(other)".
+const maxErrTexts = 32
+
+func newTally() tally {
+	return tally{c: new(counters), errTexts: make(map[string]uint64)}
+}
+
+// tallied returns t; it makes every type that embeds a tally a loader's
+// source of counts.
+func (t *tally) tallied() *tally { return t }
+
+// noteError counts an error reply by its text.
+func (t *tally) noteError(text string) {
+	if _, ok := t.errTexts[text]; !ok && len(t.errTexts) >= maxErrTexts {
+		text = "(other)"
+	}
+	t.errTexts[text]++
 }
 
 // A snapshot is a copy of counters at one moment, or a sum or difference
@@ -82,6 +115,9 @@ type snapshot struct {
 	invalid [numBad]uint64
 	refused uint64
 	hist    [histBuckets]uint64
+
+	reconnects   uint64
+	serverClosed uint64
 }
 
 // add adds the current values of c to s.
@@ -96,6 +132,8 @@ func (s *snapshot) add(c *counters) {
 		s.invalid[i] += c.invalid[i].Load()
 	}
 	s.refused += c.refused.Load()
+	s.reconnects += c.reconnects.Load()
+	s.serverClosed += c.serverClosed.Load()
 	for i := range c.hist {
 		s.hist[i] += c.hist[i].Load()
 	}
@@ -114,6 +152,8 @@ func (s *snapshot) since(old *snapshot) *snapshot {
 		d.invalid[i] = s.invalid[i] - old.invalid[i]
 	}
 	d.refused = s.refused - old.refused
+	d.reconnects = s.reconnects - old.reconnects
+	d.serverClosed = s.serverClosed - old.serverClosed
 	for i := range s.hist {
 		d.hist[i] = s.hist[i] - old.hist[i]
 	}

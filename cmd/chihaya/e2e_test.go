@@ -154,6 +154,13 @@ func testE2ESwarm(t *testing.T, proto, host string) {
 	if got := d.table.Stats(); got.PeersV4 != 0 || got.PeersV6 != 0 {
 		t.Logf("note: after both clients stopped, table.Stats() = %+v; a stopped announce did not arrive", got)
 	}
+	// Whatever the clients sent, the tracker must not have turned any of
+	// it away.
+	if d.udp != nil {
+		if st := d.udp.Stats(); st.BadConnIDs != 0 || st.Malformed != 0 || st.ErrorReplies != 0 {
+			t.Errorf("udp server refused client requests: %+v", st)
+		}
+	}
 	orig, err := os.ReadFile(filepath.Join(seedDir, "payload.bin"))
 	if err != nil {
 		t.Fatal(err)
