@@ -133,6 +133,8 @@ func newWorker(cfg *runConfig, wl *workload, conn *net.UDPConn, socket int, star
 
 func (w *worker) now() time.Duration { return time.Since(w.start) }
 
+func (w *worker) close() error { return w.conn.Close() }
+
 // run keeps the window full until end, or until stop is closed, then
 // waits up to the timeout for the replies still due, and returns. In
 // prefill mode it returns once every job is answered or failed. Lost

@@ -215,6 +215,8 @@ func TestMainFlags(t *testing.T) {
 		{"-prefill", "70000", "-torrents", "1"},
 		{"-events", "none=0"},
 		{"-addr", "nowhere"},
+		{"-proto", "tcp"},
+		{"-proto", "http", "-conns", "0"},
 	} {
 		errOut.Reset()
 		if code := mainErr(args, io.Discard, &errOut); code != 2 {

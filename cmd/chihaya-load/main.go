@@ -18,6 +18,7 @@ import (
 
 // runConfig is the generator's configuration, read from flags.
 type runConfig struct {
+	proto        string // protoUDP or protoHTTP
 	target       netip.AddrPort
 	duration     time.Duration
 	warmup       time.Duration
@@ -40,6 +41,24 @@ type runConfig struct {
 	gso          bool
 }
 
+// Protocols the generator speaks (-proto).
+const (
+	protoUDP  = "udp"
+	protoHTTP = "http"
+)
+
+// defaultHTTPConns is -conns for HTTP when the flag is not given: HTTP
+// has one request in flight per connection, so it needs many more.
+const defaultHTTPConns = 64
+
+// connNoun is what one of cfg.conns is called in messages.
+func (c *runConfig) connNoun() string {
+	if c.proto == protoHTTP {
+		return "connection"
+	}
+	return "socket"
+}
+
 func main() {
 	os.Exit(mainErr(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -56,24 +75,27 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		respBatch   int
 		cpuProfile  string
 		probeOnly   bool
+		httpResp    string
+		respClose   bool
 	)
+	fs.StringVar(&cfg.proto, "proto", protoUDP, "tracker protocol: udp (BEP 15) or http (announce and scrape over HTTP/1.1)")
 	fs.StringVar(&addr, "addr", "127.0.0.1:6969", "tracker `address` (host:port; [::1]:6969 for IPv6)")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to measure; with -prefill or -responder the most they may run (unset: 10m, 1h)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "load sent before measuring starts, not counted")
-	fs.IntVar(&cfg.conns, "conns", 4, "sockets, each with its own goroutine and source port")
-	fs.IntVar(&cfg.window, "window", 32, "requests in flight per socket")
-	fs.IntVar(&cfg.batch, "batch", 32, "most datagrams read per system call")
+	fs.IntVar(&cfg.conns, "conns", 4, fmt.Sprintf("UDP sockets, or HTTP keep-alive connections (then %d unless given), each with its own goroutine and source port", defaultHTTPConns))
+	fs.IntVar(&cfg.window, "window", 32, "requests in flight per UDP socket (HTTP: always one per connection)")
+	fs.IntVar(&cfg.batch, "batch", 32, "most datagrams read per system call (UDP)")
 	fs.BoolVar(&cfg.gso, "gso", true, "send equal-sized requests of a batch as one UDP GSO buffer (Linux); the tracker still gets one datagram each")
 	fs.DurationVar(&cfg.timeout, "timeout", time.Second, "a request not answered within this is lost")
 	fs.IntVar(&cfg.torrents, "torrents", 10000, "number of distinct info hashes")
 	fs.Float64Var(&cfg.zipf, "zipf", 1.1, "Zipf exponent s > 1 of torrent popularity; 0 means uniform")
-	fs.IntVar(&cfg.peers, "peers", 1000, "distinct peers (announced ports) per socket")
+	fs.IntVar(&cfg.peers, "peers", 1000, "distinct peers (announced ports) per socket or connection")
 	fs.Float64Var(&cfg.scrape, "scrape", 0, "fraction of requests that are scrapes (0..1)")
 	fs.IntVar(&cfg.scrapeHashes, "scrape-hashes", 1, "info hashes per scrape (1..74)")
 	fs.StringVar(&cfg.events, "events", defaultEvents, "announce event weights")
 	fs.IntVar(&cfg.numWant, "numwant", 50, "peers asked for per announce (-1: tracker's default)")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the info hashes and of the random choices")
-	fs.DurationVar(&cfg.connIDTTL, "connid-ttl", time.Minute, "how long a connection ID is used (BEP 15: at most 1m)")
+	fs.DurationVar(&cfg.connIDTTL, "connid-ttl", time.Minute, "how long a UDP connection ID is used (BEP 15: at most 1m)")
 	fs.Int64Var(&cfg.prefill, "prefill", 0, "announce `N` distinct peers over -torrents, then exit")
 	fs.DurationVar(&cfg.wait, "wait", 0, "first wait up to this long for an announce of the last info hash to succeed")
 	fs.BoolVar(&probeOnly, "probe", false, "only wait (up to -wait, default 10s) for the tracker to answer, then exit")
@@ -81,8 +103,10 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the generator or responder to `file`")
 	fs.BoolVar(&printHashes, "print-hashes", false, "print the -torrents info hashes of -seed in hex, one a line, and exit")
 	fs.StringVar(&responder, "responder", "", "run a trivial BEP 15 responder on `address` instead")
-	fs.IntVar(&respWorkers, "responder-workers", runtime.GOMAXPROCS(0), "responder goroutines")
-	fs.IntVar(&respBatch, "responder-batch", 64, "datagrams per responder system call")
+	fs.IntVar(&respWorkers, "responder-workers", runtime.GOMAXPROCS(0), "responder goroutines (UDP)")
+	fs.IntVar(&respBatch, "responder-batch", 64, "datagrams per responder system call (UDP)")
+	fs.StringVar(&httpResp, "http-responder", "", "run a trivial HTTP tracker responder on `address` instead")
+	fs.BoolVar(&respClose, "responder-close", false, "the HTTP responder closes the connection after every reply, without saying so, as opentracker does")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -93,8 +117,14 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "chihaya-load: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	durationSet := false
-	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	durationSet, connsSet := false, false
+	fs.Visit(func(f *flag.Flag) {
+		durationSet = durationSet || f.Name == "duration"
+		connsSet = connsSet || f.Name == "conns"
+	})
+	if cfg.proto == protoHTTP && !connsSet {
+		cfg.conns = defaultHTTPConns
+	}
 
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
@@ -123,10 +153,13 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if responder != "" {
+	if responder != "" || httpResp != "" {
 		limit := time.Hour
 		if durationSet {
 			limit = cfg.duration
+		}
+		if httpResp != "" {
+			return runHTTPResponder(ctx, httpResp, respClose, limit, stdout, stderr)
 		}
 		return runResponder(ctx, responder, respWorkers, respBatch, limit, stdout, stderr)
 	}
@@ -189,6 +222,8 @@ func resolve(addr string) (netip.AddrPort, error) {
 // check rejects flag values the generator cannot run with, naming the flag.
 func (c *runConfig) check() error {
 	switch {
+	case c.proto != protoUDP && c.proto != protoHTTP:
+		return fmt.Errorf("-proto must be %s or %s", protoUDP, protoHTTP)
 	case c.duration <= 0:
 		return fmt.Errorf("-duration must be positive")
 	case c.warmup < 0:

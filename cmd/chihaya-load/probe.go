@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -17,25 +18,32 @@ const probeEvery = 250 * time.Millisecond
 // it only for a torrent that gets 65535 peers.
 const probePort = 65535
 
-// waitReady returns once the tracker at cfg.target answers a connect and
-// then an announce of ih with a valid announce reply, or fails after
-// cfg.wait. A tracker that loads its whitelist in the background answers
-// with errors until it has read the whole list, so ih is the last hash.
+// waitReady returns once the tracker at cfg.target answers an announce
+// of ih with a valid announce reply (over UDP, after a connect), or
+// fails after cfg.wait. A tracker that loads its whitelist in the
+// background answers with errors until it has read the whole list, so ih
+// is the last hash.
 func waitReady(ctx context.Context, cfg *runConfig, ih [20]byte, log io.Writer) error {
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.target))
-	if err != nil {
-		return fmt.Errorf("wait: %w", err)
-	}
-	defer conn.Close()
 	peerLen := peerLenIPv4
 	if cfg.target.Addr().Is6() {
 		peerLen = peerLenIPv6
+	}
+	var probeOnce func(try uint32) error
+	if cfg.proto == protoHTTP {
+		probeOnce = func(uint32) error { return probeHTTP(cfg.target, ih) }
+	} else {
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(cfg.target))
+		if err != nil {
+			return fmt.Errorf("wait: %w", err)
+		}
+		defer conn.Close()
+		probeOnce = func(try uint32) error { return probe(conn, ih, try, peerLen) }
 	}
 	start := time.Now()
 	deadline := start.Add(cfg.wait)
 	last := errors.New("no reply")
 	for try := uint32(1); time.Now().Before(deadline) && ctx.Err() == nil && try < 1<<20; try++ {
-		err := probe(conn, ih, try, peerLen)
+		err := probeOnce(try)
 		if err == nil {
 			fmt.Fprintf(log, "chihaya-load: %v ready after %v\n", cfg.target, time.Since(start).Round(time.Millisecond))
 			return nil
@@ -103,4 +111,45 @@ func probe(conn *net.UDPConn, ih [20]byte, try uint32, peerLen int) error {
 	a.Event = eventStopped
 	exchange(appendAnnounce(nil, a), a.TxID, actionAnnounce)
 	return nil
+}
+
+// probeHTTP makes the announce exchange of probe over HTTP, one
+// connection per request.
+func probeHTTP(target netip.AddrPort, ih [20]byte) error {
+	a := &announce{InfoHash: ih, Event: eventStarted, NumWant: 0}
+	setPeer(a, probePort-1)
+	rr := newReplyReader()
+	rep, err := httpOnce(target, appendHTTPAnnounce(nil, target.String(), a), rr)
+	if err != nil {
+		return fmt.Errorf("announce: %w", err)
+	}
+	if rep.status != 200 {
+		return fmt.Errorf("announce: HTTP status %d", rep.status)
+	}
+	failure, why := checkHTTPAnnounce(rep.body, target.Addr().Is6(), 0)
+	switch {
+	case why != badNone:
+		return fmt.Errorf("announce: invalid reply (%s)", badNames[why])
+	case failure != nil:
+		return fmt.Errorf("announce: failure reason %q", failure)
+	}
+	a.Event = eventStopped
+	httpOnce(target, appendHTTPAnnounce(nil, target.String(), a), rr)
+	return nil
+}
+
+// httpOnce sends req on a new connection and reads the reply into rr,
+// all within probeEvery.
+func httpOnce(target netip.AddrPort, req []byte, rr *replyReader) (httpReply, error) {
+	conn, err := net.DialTimeout("tcp", target.String(), probeEvery)
+	if err != nil {
+		return httpReply{}, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(probeEvery))
+	if _, err := conn.Write(req); err != nil {
+		return httpReply{}, err
+	}
+	rr.reset()
+	return rr.read(conn)
 }

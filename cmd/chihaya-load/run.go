@@ -48,30 +48,14 @@ func run(ctx context.Context, cfg *runConfig, progress io.Writer) (*result, erro
 		}
 	}
 
-	network := "udp4"
-	if cfg.target.Addr().Is6() {
-		network = "udp6"
-	}
-	raddr := net.UDPAddrFromAddrPort(cfg.target)
-	workers := make([]*worker, cfg.conns)
 	start := time.Now()
-	for i := range workers {
-		conn, err := net.DialUDP(network, nil, raddr)
-		if err != nil {
-			for _, w := range workers[:i] {
-				w.conn.Close()
-			}
-			return nil, fmt.Errorf("dial %v: %w", cfg.target, err)
-		}
-		// Room for a window of replies that arrive while the worker
-		// is busy; failure just leaves the system default.
-		conn.SetReadBuffer(1 << 20)
-		conn.SetWriteBuffer(1 << 20)
-		workers[i] = newWorker(cfg, wl, conn, i, start)
+	workers, err := newLoaders(cfg, wl, start)
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		for _, w := range workers {
-			w.conn.Close()
+			w.close()
 		}
 	}()
 
@@ -91,7 +75,7 @@ func run(ctx context.Context, cfg *runConfig, progress io.Writer) (*result, erro
 	snap := func() *snapshot {
 		s := &snapshot{at: time.Since(start), cpu: cpuTime()}
 		for _, w := range workers {
-			s.add(w.c)
+			s.add(w.tallied().c)
 		}
 		return s
 	}
@@ -138,17 +122,63 @@ loop:
 		prefillFailed: wl.prefillFailed.Load(),
 	}
 	for i, w := range workers {
-		for t, n := range w.errTexts {
-			res.errTexts[t] += n
+		t := w.tallied()
+		for text, n := range t.errTexts {
+			res.errTexts[text] += n
 		}
 		if errs[i] != nil {
-			return nil, fmt.Errorf("socket %d: %w", i, errs[i])
+			return nil, fmt.Errorf("%s %d: %w", cfg.connNoun(), i, errs[i])
 		}
-		if w.readErr != nil {
-			res.readErrs = append(res.readErrs, w.readErr)
+		if t.readErr != nil {
+			res.readErrs = append(res.readErrs, t.readErr)
 		}
 	}
 	return res, nil
+}
+
+// A loader is one goroutine's share of the load: a UDP socket with its
+// window of requests, or an HTTP connection with one request at a time.
+type loader interface {
+	// run sends requests until end (an offset from the run's start) or
+	// until stop is closed, and returns once the requests in flight are
+	// answered or timed out. It counts failures in its tally; an error
+	// means it could not go on.
+	run(end time.Duration, stop <-chan struct{}) error
+	// tallied returns what the loader counted.
+	tallied() *tally
+	// close releases the loader's socket, once run has returned.
+	close() error
+}
+
+// newLoaders returns cfg.conns loaders of cfg.proto.
+func newLoaders(cfg *runConfig, wl *workload, start time.Time) ([]loader, error) {
+	loaders := make([]loader, cfg.conns)
+	if cfg.proto == protoHTTP {
+		for i := range loaders {
+			loaders[i] = newHTTPWorker(cfg, wl, i, start)
+		}
+		return loaders, nil
+	}
+	network := "udp4"
+	if cfg.target.Addr().Is6() {
+		network = "udp6"
+	}
+	raddr := net.UDPAddrFromAddrPort(cfg.target)
+	for i := range loaders {
+		conn, err := net.DialUDP(network, nil, raddr)
+		if err != nil {
+			for _, w := range loaders[:i] {
+				w.close()
+			}
+			return nil, fmt.Errorf("dial %v: %w", cfg.target, err)
+		}
+		// Room for a window of replies that arrive while the worker
+		// is busy; failure just leaves the system default.
+		conn.SetReadBuffer(1 << 20)
+		conn.SetWriteBuffer(1 << 20)
+		loaders[i] = newWorker(cfg, wl, conn, i, start)
+	}
+	return loaders, nil
 }
 
 // printProgress writes one progress line for the second d ending at at.
@@ -160,6 +190,9 @@ func printProgress(w io.Writer, d *snapshot, at time.Duration, wl *workload, cfg
 	}
 	fmt.Fprintf(&b, "  err %d  lost %d  invalid %d  p50 %dus  p99 %dus  cpu %.2f",
 		d.errors(), d.lostTotal(), d.invalidTotal(), d.quantile(0.5), d.quantile(0.99), d.cores())
+	if cfg.proto == protoHTTP {
+		fmt.Fprintf(&b, "  reconnects %d", d.reconnects)
+	}
 	if cfg.prefill > 0 {
 		fmt.Fprintf(&b, "  prefilled %d/%d", wl.prefillDone.Load(), cfg.prefill)
 	}
@@ -177,11 +210,25 @@ func (r *result) print(w io.Writer, cfg *runConfig) {
 	if cfg.prefill > 0 {
 		mode = fmt.Sprintf("prefill of %d peers over %d torrents, %.2fs", cfg.prefill, cfg.torrents, t.at.Seconds())
 	}
-	fmt.Fprintf(w, "target    %v (%s), %d sockets x %d in flight, %s\n", cfg.target, fam, cfg.conns, cfg.window, mode)
+	if cfg.proto == protoHTTP {
+		fmt.Fprintf(w, "target    http://%v (%s), %d connections x 1 in flight, %s\n", cfg.target, fam, cfg.conns, mode)
+	} else {
+		fmt.Fprintf(w, "target    %v (%s), %d sockets x %d in flight, %s\n", cfg.target, fam, cfg.conns, cfg.window, mode)
+	}
 	fmt.Fprintf(w, "answered  %d = %.0f req/s (announce %.0f/s, scrape %.0f/s)\n",
 		t.answered(), t.rate(t.answered()), t.rate(t.ok[kindAnnounce]), t.rate(t.ok[kindScrape]))
-	fmt.Fprintf(w, "sent      connect %d, announce %d, scrape %d\n",
-		t.sent[kindConnect], t.sent[kindAnnounce], t.sent[kindScrape])
+	if cfg.proto == protoHTTP {
+		fmt.Fprintf(w, "sent      announce %d, scrape %d\n", t.sent[kindAnnounce], t.sent[kindScrape])
+		if t.sent[kindConnect] == 0 && t.serverClosed == 0 {
+			fmt.Fprintf(w, "conns     none opened or closed by the server\n")
+		} else {
+			fmt.Fprintf(w, "conns     %d opened (%d reconnects), %d closed by the server after a reply: %.2f requests per connection\n",
+				t.sent[kindConnect], t.reconnects, t.serverClosed, perConn(t))
+		}
+	} else {
+		fmt.Fprintf(w, "sent      connect %d, announce %d, scrape %d\n",
+			t.sent[kindConnect], t.sent[kindAnnounce], t.sent[kindScrape])
+	}
 	fmt.Fprintf(w, "errors    %d%s\n", t.errors(), perKind(&t.errs))
 	fmt.Fprintf(w, "lost      %d%s\n", t.lostTotal(), perKind(&t.lost))
 	fmt.Fprintf(w, "invalid   %d", t.invalidTotal())
@@ -191,7 +238,10 @@ func (r *result) print(w io.Writer, cfg *runConfig) {
 		}
 	}
 	fmt.Fprintln(w)
-	if t.refused > 0 {
+	switch {
+	case t.refused > 0 && cfg.proto == protoHTTP:
+		fmt.Fprintf(w, "refused   %d connects (is the tracker running?)\n", t.refused)
+	case t.refused > 0:
 		fmt.Fprintf(w, "refused   %d (ICMP port unreachable: is the tracker running?)\n", t.refused)
 	}
 	fmt.Fprintf(w, "latency   p50 %dus  p90 %dus  p99 %dus  p99.9 %dus  max %dus\n",
@@ -218,7 +268,19 @@ func (r *result) print(w io.Writer, cfg *runConfig) {
 	if cfg.prefill > 0 {
 		fmt.Fprintf(w, " prefilled=%d", r.prefilled)
 	}
+	if cfg.proto == protoHTTP {
+		fmt.Fprintf(w, " reconnects=%d", t.reconnects)
+	}
 	fmt.Fprintln(w)
+}
+
+// perConn returns the requests sent per connection opened over s, or 0
+// when none was opened.
+func perConn(s *snapshot) float64 {
+	if s.sent[kindConnect] == 0 {
+		return 0
+	}
+	return float64(s.sent[kindAnnounce]+s.sent[kindScrape]) / float64(s.sent[kindConnect])
 }
 
 // perKind formats nonzero per-kind counts as " (connect 1, announce 2)".
