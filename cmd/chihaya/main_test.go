@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -40,5 +47,53 @@ func TestRunFlags(t *testing.T) {
 				t.Errorf("run(%q) printed %q, want it to contain %q", tt.args, stdout.String(), tt.stdout)
 			}
 		})
+	}
+}
+
+// TestGracefulStop checks that the daemon, once its context is done (as
+// SIGINT and SIGTERM make it), stops every part, returns nil and leaves
+// no goroutine behind.
+func TestGracefulStop(t *testing.T) {
+	before := runtime.NumGoroutine()
+	var cfg Config
+	cfg.UDP.Addrs = []string{"127.0.0.1:0", "[::1]:0"}
+	cfg.HTTP.Addrs = []string{"127.0.0.1:0"}
+	cfg.UDP.Workers = 2
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := start(cfg, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	if err != nil {
+		t.Skipf("cannot listen on loopback: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- d.run(ctx) }()
+	// A served request shows the parts are up before the stop.
+	conn, err := net.Dial("tcp", d.httpAddrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.Contains(line, "404") {
+		t.Fatalf("HTTP reply %q, %v; want a 404", line, err)
+	}
+	conn.Close()
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("run returned %v after a graceful stop, want nil", err)
+		}
+	case <-time.After(cfg.shutdownTimeout() + 5*time.Second):
+		t.Fatal("run did not return within the shutdown timeout")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // goroutines unwind asynchronously after run returns
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after stop, %d before", n, before)
 	}
 }
