@@ -103,6 +103,7 @@ func (s *Server) serveFull(x *exchange, w http.ResponseWriter, r *http.Request, 
 	}
 	rep, err := f.reply(now)
 	if err != nil {
+		s.stats.internal.Add(1)
 		s.log.Error("full scrape failed", "proto", "http", "err", err)
 		return appendFailure(x.out[:0], "internal error", 0)
 	}

@@ -53,10 +53,12 @@ var (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ep := route(r.URL.Path)
 	if ep == notFound {
+		s.stats.notFound.Add(1)
 		http.NotFound(w, r)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.stats.notFound.Add(1)
 		w.Header()["Allow"] = allowGetHead
 		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
 		return
@@ -71,20 +73,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // handle answers r, routed to ep, into x.out and returns it, or returns
-// nil when it has written the reply to w itself (a full scrape).
+// nil when it has written the reply to w itself (a full scrape). It
+// counts the request in s.stats.
 func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http.Request) []byte {
+	a := actionAnnounce
+	if ep == scrapeEndpoint {
+		a = actionScrape
+	}
 	client, err := s.clientAddr(r)
 	if err != nil {
-		return appendFailure(x.out[:0], err.Error(), 0)
+		out := appendFailure(x.out[:0], err.Error(), 0)
+		s.stats.count(a, out)
+		return out
 	}
-	if ep == scrapeEndpoint {
-		if out := s.scrape(x, r.URL.RawQuery); out != nil {
-			return out
+	var out []byte
+	switch {
+	case ep == scrapeEndpoint:
+		if out = s.scrape(x, r.URL.RawQuery); out == nil {
+			a = actionFullScrape
+			out = s.serveFull(x, w, r, client)
 		}
-		return s.serveFull(x, w, r, client)
+	default:
+		n := copy(x.path[:], r.URL.Path) // route checked the length
+		out = s.announce(x, client, x.path[:n], r.URL.RawQuery)
 	}
-	n := copy(x.path[:], r.URL.Path) // route checked the length
-	return s.announce(x, client, x.path[:n], r.URL.RawQuery)
+	s.stats.count(a, out)
+	return out
 }
 
 // announce answers one announce from client into x.out. urlData is the
@@ -291,6 +305,7 @@ func (s *Server) appendError(dst []byte, err error) []byte {
 	if ce, ok := err.(*tracker.ClientError); ok {
 		return appendFailure(dst, ce.Error(), 0)
 	}
+	s.stats.internal.Add(1)
 	s.log.Error("announce failed", "proto", "http", "err", err)
 	return appendFailure(dst, "internal error", 0)
 }

@@ -197,6 +197,7 @@ type Server struct {
 	maxPeers     int              // tracker's MaxNumWant
 	full         *fullScrape      // nil unless Config.FullScrape
 	now          func() time.Time // time.Now; tests set another clock
+	stats        *counters
 
 	served atomic.Bool
 	closed atomic.Bool
@@ -242,6 +243,7 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 		tooMany:      fmt.Sprintf("too many info_hash values (at most %d)", cfg.MaxScrape),
 		maxPeers:     t.Config().MaxNumWant,
 		now:          time.Now,
+		stats:        new(counters),
 	}
 	if cfg.FullScrape {
 		s.full = newFullScrape(t.Peers(), &cfg)
