@@ -13,6 +13,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
@@ -27,6 +28,7 @@ type Config struct {
 	Tracker TrackerConfig `toml:"tracker"`
 	UDP     UDPConfig     `toml:"udp"`
 	HTTP    HTTPConfig    `toml:"http"`
+	Admin   AdminConfig   `toml:"admin"`
 }
 
 // LogConfig selects how much the daemon says and in which format.
@@ -81,6 +83,16 @@ type HTTPConfig struct {
 	// FullScrapeCache and FullScrapeEvery matter only with FullScrape.
 	FullScrapeCache Duration `toml:"full_scrape_cache"`
 	FullScrapeEvery Duration `toml:"full_scrape_every"`
+}
+
+// AdminConfig is the operations listener: metrics, health, profiles.
+type AdminConfig struct {
+	// Disabled switches the admin listener off; it is on by default, on
+	// loopback only.
+	Disabled bool `toml:"disabled"`
+	// Addr is an IP literal and port; "" means 127.0.0.1:6880.
+	Addr  string `toml:"addr"`
+	Pprof bool   `toml:"pprof"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30m").
@@ -182,6 +194,9 @@ func (c *Config) check() error {
 		return fmt.Errorf("key udp.secret: %d bytes is too short; use at least 16 random characters, or leave it empty for a random secret per start", n)
 	}
 	if _, err := c.http(nil); err != nil {
+		return err
+	}
+	if _, err := c.admin(nil); err != nil {
 		return err
 	}
 	return nil
@@ -296,6 +311,16 @@ func httpKey(err error) string {
 		}
 	}
 	return "in [http]"
+}
+
+// admin builds the admin listener's config, or an error naming the
+// [admin] key at fault.
+func (c *Config) admin(log *slog.Logger) (admin.Config, error) {
+	cfg := admin.Config{Addr: c.Admin.Addr, Pprof: c.Admin.Pprof, Logger: log}
+	if err := cfg.Check(); err != nil {
+		return cfg, fmt.Errorf("key admin.addr: %w", err)
+	}
+	return cfg, nil
 }
 
 func (c *Config) shutdownTimeout() time.Duration {

@@ -117,6 +117,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"http full scrape every", "[http]\nfull_scrape_every = \"-1m\"\n", "key http.full_scrape_every"},
 		{"http full scrape duration", "[http]\nfull_scrape_every = \"often\"\n", "http.full_scrape_every"},
 		{"http external ip", "[http]\nexternal_ip = \"yes\"\n", "http.external_ip"},
+		{"admin addr", "[admin]\naddr = \"localhost:6880\"\n", "key admin.addr"},
+		{"admin pprof", "[admin]\npprof = 1\n", "admin.pprof"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,5 +137,33 @@ func TestSecretIsRedacted(t *testing.T) {
 		if strings.Contains(out, "very-secret") {
 			t.Errorf("secret leaked: %q", out)
 		}
+	}
+}
+
+// TestProductionConfigLoads keeps dist/chihaya.production.toml loading as
+// the daemon's configuration changes, and its shutdown timeout inside the
+// stop timeout of dist/chihaya.service.
+func TestProductionConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../../dist/chihaya.production.toml")
+	if err != nil {
+		t.Fatalf("LoadConfig(production) = %v", err)
+	}
+	if c.Admin.Disabled || c.Admin.Addr != "127.0.0.1:6880" {
+		t.Errorf("production admin = %+v, want it on loopback", c.Admin)
+	}
+	unit, err := os.ReadFile("../../dist/chihaya.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stop time.Duration
+	for line := range strings.Lines(string(unit)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "TimeoutStopSec="); ok {
+			if stop, err = time.ParseDuration(v); err != nil {
+				t.Fatalf("TimeoutStopSec=%s: want a value with a unit, such as 30s", v)
+			}
+		}
+	}
+	if got := c.shutdownTimeout(); stop <= got {
+		t.Errorf("chihaya.service TimeoutStopSec %v, want more than tracker.shutdown_timeout %v", stop, got)
 	}
 }

@@ -192,6 +192,7 @@ func startE2EDaemon(t *testing.T, proto, host string) (*daemon, string) {
 	default:
 		t.Fatalf("unknown protocol %q", proto)
 	}
+	cfg.Admin.Addr = "127.0.0.1:0"
 	if err := cfg.check(); err != nil {
 		t.Fatalf("config: %v", err)
 	}

@@ -17,6 +17,7 @@ func TestDaemonServesHTTP(t *testing.T) {
 	var cfg Config
 	cfg.UDP.Disabled = true
 	cfg.HTTP.Addrs = []string{"127.0.0.1:0", "[::1]:0"}
+	cfg.Admin.Addr = "127.0.0.1:0"
 	if err := cfg.check(); err != nil {
 		t.Fatalf("config: %v", err)
 	}

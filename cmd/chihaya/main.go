@@ -1,6 +1,8 @@
 // Command chihaya is the tracker daemon. With no flags it runs a public
-// tracker in memory on port 6969, UDP (BEP 15) and HTTP, IPv4 and IPv6;
-// -config names a TOML file (see chihaya.example.toml) for everything else.
+// tracker in memory on port 6969, UDP (BEP 15) and HTTP, IPv4 and IPv6,
+// with metrics and health checks on 127.0.0.1:6880; -config names a TOML
+// file (see chihaya.example.toml) for everything else, and -check-config
+// checks one without starting.
 package main
 
 import (
@@ -15,9 +17,11 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
@@ -41,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("chihaya", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "TOML configuration `file` (default: in-memory public tracker on UDP and HTTP port 6969)")
+	checkPath := fs.String("check-config", "", "check the TOML `file` as start-up would, without listening; print \"file: ok\" or the error and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -50,6 +55,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "chihaya", versionString())
+		return nil
+	}
+	if *checkPath != "" {
+		if *configPath != "" {
+			return errors.New("-check-config and -config do not go together: -check-config names the file to check")
+		}
+		// LoadConfig makes every check start-up makes before it opens
+		// a socket; the error, printed by main, names the file and key.
+		if _, err := LoadConfig(*checkPath); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *checkPath)
 		return nil
 	}
 	cfg, err := LoadConfig(*configPath)
@@ -69,13 +86,18 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// A daemon is the running tracker: the peer table and its frontends.
+// A daemon is the running tracker: the peer table, its frontends and the
+// admin listener that reports on them.
 type daemon struct {
 	cfg   Config
 	log   *slog.Logger
 	table *peertable.Table
 	udp   *udp.Server        // nil when disabled
 	http  *httpcompat.Server // nil when disabled
+	admin *admin.Server      // nil when disabled
+	// ready is true while every frontend is serving: from when run has
+	// started them until it begins to stop them (admin's /readyz).
+	ready atomic.Bool
 }
 
 // start builds every part from cfg and opens the listening sockets, so that
@@ -101,13 +123,47 @@ func start(cfg Config, log *slog.Logger) (*daemon, error) {
 			d.http, err = httpcompat.Listen(hcfg, core)
 		}
 		if err != nil {
-			if d.udp != nil {
-				d.udp.Close()
-			}
+			d.close()
+			return nil, err
+		}
+	}
+	if !cfg.Admin.Disabled {
+		acfg, err := cfg.admin(log)
+		if err == nil {
+			d.admin, err = admin.Listen(acfg, d.sources())
+		}
+		if err != nil {
+			d.close()
 			return nil, err
 		}
 	}
 	return d, nil
+}
+
+// sources are what the admin listener reports: each running part's own
+// counters, read when metrics are scraped.
+func (d *daemon) sources() admin.Sources {
+	src := admin.Sources{Version: versionString(), Table: d.table.Stats, Ready: d.ready.Load}
+	if d.udp != nil {
+		src.UDP = d.udp.Stats
+	}
+	if d.http != nil {
+		src.HTTP = d.http.Stats
+	}
+	return src
+}
+
+// close closes the listeners of a daemon that start could not finish.
+func (d *daemon) close() {
+	if d.udp != nil {
+		d.udp.Close()
+	}
+	if d.http != nil {
+		d.http.Close()
+	}
+	if d.admin != nil {
+		d.admin.Close()
+	}
 }
 
 // udpAddrs returns the bound UDP addresses (nil when UDP is disabled).
@@ -126,6 +182,14 @@ func (d *daemon) httpAddrs() []netip.AddrPort {
 	return d.http.Addrs()
 }
 
+// adminAddrs returns the admin listener's address (nil when disabled).
+func (d *daemon) adminAddrs() []netip.AddrPort {
+	if d.admin == nil {
+		return nil
+	}
+	return d.admin.Addrs()
+}
+
 // serve runs the tracker until ctx is done, then stops every part within
 // the configured shutdown timeout.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
@@ -136,15 +200,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return d.run(ctx)
 }
 
-// run serves until ctx is done or a part fails, then stops them all.
+// run serves until ctx is done or a part fails, then stops them all. The
+// admin listener stops last, so that /readyz says 503 while the frontends
+// finish their in-flight requests.
 func (d *daemon) run(ctx context.Context) error {
 	cfg, log := d.cfg, d.log
-	log.Info("chihaya started", "version", versionString(), "udp", d.udp != nil, "http", d.http != nil)
+	log.Info("chihaya started", "version", versionString(), "udp", d.udp != nil, "http", d.http != nil, "admin", d.admin != nil)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	adminCtx, cancelAdmin := context.WithCancel(context.Background())
+	defer cancelAdmin()
+	var wg, adminWG sync.WaitGroup
+	errc := make(chan error, 4)
 	wg.Go(func() { errc <- d.table.Run(runCtx) })
 	if d.udp != nil {
 		wg.Go(func() { errc <- d.udp.Serve(runCtx) })
@@ -152,6 +220,12 @@ func (d *daemon) run(ctx context.Context) error {
 	if d.http != nil {
 		wg.Go(func() { errc <- d.http.Serve(runCtx) })
 	}
+	if d.admin != nil {
+		adminWG.Go(func() { errc <- d.admin.Serve(adminCtx) })
+	}
+	// The frontends' sockets have been bound since start, so what
+	// arrives before their goroutines run waits in the kernel's queues.
+	d.ready.Store(true)
 
 	var first error
 	select {
@@ -163,9 +237,15 @@ func (d *daemon) run(ctx context.Context) error {
 		}
 		log.Error("a server stopped unexpectedly; shutting down", "err", first)
 	}
+	d.ready.Store(false)
 	cancel()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() {
+		wg.Wait()
+		cancelAdmin()
+		adminWG.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(cfg.shutdownTimeout()):

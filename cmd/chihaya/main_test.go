@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,6 +23,21 @@ func TestRunFlags(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("[udp]\nworkerz = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	badAddr := filepath.Join(dir, "badaddr.toml")
+	if err := os.WriteFile(badAddr, []byte("[admin]\naddr = \"localhost\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// -check-config must not listen: this file's address is taken.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	taken := filepath.Join(dir, "taken.toml")
+	if err := os.WriteFile(taken, fmt.Appendf(nil, "[admin]\naddr = %q\n", ln.Addr()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	example := "../../chihaya.example.toml"
 	tests := []struct {
 		name    string
 		args    []string
@@ -32,6 +49,13 @@ func TestRunFlags(t *testing.T) {
 		{"unknown flag", []string{"-bogus"}, "", "flag provided but not defined"},
 		{"missing file", []string{"-config", filepath.Join(dir, "nope.toml")}, "", "nope.toml"},
 		{"bad key", []string{"-config", bad}, "", "unknown key udp.workerz"},
+		{"check example", []string{"-check-config", example}, example + ": ok\n", ""},
+		{"check production", []string{"-check-config", "../../dist/chihaya.production.toml"}, "chihaya.production.toml: ok\n", ""},
+		{"check without listening", []string{"-check-config", taken}, taken + ": ok\n", ""},
+		{"check bad key", []string{"-check-config", bad}, "", "unknown key udp.workerz"},
+		{"check bad admin addr", []string{"-check-config", badAddr}, "", "key admin.addr"},
+		{"check missing file", []string{"-check-config", filepath.Join(dir, "nope.toml")}, "", "nope.toml"},
+		{"check and config", []string{"-check-config", example, "-config", example}, "", "do not go together"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,6 +83,7 @@ func TestGracefulStop(t *testing.T) {
 	cfg.UDP.Addrs = []string{"127.0.0.1:0", "[::1]:0"}
 	cfg.HTTP.Addrs = []string{"127.0.0.1:0"}
 	cfg.UDP.Workers = 2
+	cfg.Admin.Addr = "127.0.0.1:0"
 	if err := cfg.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +105,21 @@ func TestGracefulStop(t *testing.T) {
 		t.Fatalf("HTTP reply %q, %v; want a 404", line, err)
 	}
 	conn.Close()
+	// The admin listener reports the daemon ready, and the 404 above.
+	admin := "http://" + d.adminAddrs()[0].String()
+	if code, body := httpGet(t, admin+"/readyz"); code != 200 {
+		t.Errorf("/readyz while serving = %d %q, want 200", code, body)
+	}
+	code, body := httpGet(t, admin+"/metrics")
+	for _, want := range []string{
+		`chihaya_requests_total{action="",protocol="http",result="not_found"} 1`,
+		`chihaya_requests_total{action="announce",protocol="udp",result=""} 0`,
+		`chihaya_peers{family="ipv6"} 0`,
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("/metrics = %d, lacking %s", code, want)
+		}
+	}
 	cancel()
 	select {
 	case err := <-errc:
@@ -96,4 +136,21 @@ func TestGracefulStop(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("%d goroutines after stop, %d before", n, before)
 	}
+}
+
+// httpGet fetches url without keeping the connection, so that nothing
+// outlives the test's goroutine count.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
 }
