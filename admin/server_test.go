@@ -2,9 +2,11 @@ package admin
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -83,9 +85,8 @@ func listen(t *testing.T, cfg Config, src Sources) *Server {
 	return s
 }
 
-// TestMetrics announces through a real HTTP frontend and checks that
-// /metrics reports the frontend's and the peer table's counts, and the
-// UDP counters it is given.
+// TestMetrics announces through real UDP and HTTP frontends and checks
+// that /metrics reports their counts and the peer table's.
 func TestMetrics(t *testing.T) {
 	table, err := peertable.New(peertable.Config{})
 	if err != nil {
@@ -103,6 +104,16 @@ func TestMetrics(t *testing.T) {
 	hdone := make(chan error, 1)
 	go func() { hdone <- hs.Serve(hctx) }()
 	defer func() { hcancel(); <-hdone }()
+
+	us, err := udp.Listen(udp.Config{Addrs: []string{"127.0.0.1:0"}, Workers: 1, Logger: quiet}, core)
+	if err != nil {
+		t.Skipf("cannot listen on loopback: %v", err)
+	}
+	uctx, ucancel := context.WithCancel(context.Background())
+	udone := make(chan error, 1)
+	go func() { udone <- us.Serve(uctx) }()
+	defer func() { ucancel(); <-udone }()
+	udpAnnounce(t, us.Addrs()[0], peertable.InfoHash{'c'})
 
 	// An IPv6 peer goes in directly: the frontend listens on IPv4 only.
 	v6 := tracker.AnnounceRequest{InfoHash: peertable.InfoHash{9}, Addr: netip.MustParseAddrPort("[2001:db8::1]:6881")}
@@ -129,11 +140,9 @@ func TestMetrics(t *testing.T) {
 
 	s := listen(t, Config{}, Sources{
 		Version: "v9.9.9-test",
-		UDP: func() udp.Stats {
-			return udp.Stats{Connects: 7, Announces: 5, Scrapes: 3, ErrorReplies: 2, BadConnIDs: 11, Malformed: 13, WriteErrors: 1}
-		},
-		HTTP:  hs.Stats,
-		Table: table.Stats,
+		UDP:     us.Stats,
+		HTTP:    hs.Stats,
+		Table:   table.Stats,
 	})
 	serve(t, s)
 	code, body := get(t, s, "/metrics")
@@ -146,16 +155,16 @@ func TestMetrics(t *testing.T) {
 		`chihaya_requests_total{action="scrape",protocol="http",result="ok"} 1`,
 		`chihaya_requests_total{action="full_scrape",protocol="http",result="ok"} 0`,
 		`chihaya_requests_total{action="",protocol="http",result="not_found"} 1`,
-		`chihaya_requests_total{action="connect",protocol="udp",result=""} 7`,
-		`chihaya_requests_total{action="announce",protocol="udp",result=""} 5`,
-		`chihaya_requests_total{action="scrape",protocol="udp",result=""} 3`,
-		`chihaya_udp_error_replies_total 2`,
-		`chihaya_udp_bad_connection_ids_total 11`,
-		`chihaya_udp_malformed_requests_total 13`,
-		`chihaya_errors_total{kind="write",protocol="udp"} 1`,
+		`chihaya_requests_total{action="connect",protocol="udp",result=""} 1`,
+		`chihaya_requests_total{action="announce",protocol="udp",result=""} 1`,
+		`chihaya_requests_total{action="scrape",protocol="udp",result=""} 0`,
+		`chihaya_udp_error_replies_total 0`,
+		`chihaya_udp_bad_connection_ids_total 1`,
+		`chihaya_udp_malformed_requests_total 0`,
+		`chihaya_errors_total{kind="write",protocol="udp"} 0`,
 		`chihaya_errors_total{kind="internal",protocol="http"} 0`,
-		`chihaya_swarms 3`,
-		`chihaya_peers{family="ipv4"} 3`,
+		`chihaya_swarms 4`,
+		`chihaya_peers{family="ipv4"} 4`,
 		`chihaya_peers{family="ipv6"} 1`,
 		fmt.Sprintf(`chihaya_build_info{go_version=%q,version="v9.9.9-test"} 1`, runtime.Version()),
 		"\ngo_goroutines ",
@@ -307,4 +316,49 @@ func TestConfigCheck(t *testing.T) {
 	if _, err := Listen(Config{Addr: "localhost:1"}, Sources{}); err == nil || !strings.Contains(err.Error(), "Addr") {
 		t.Errorf("Listen with a host name = %v, want an error naming Addr", err)
 	}
+}
+
+// udpAnnounce sends one announce with a made-up connection ID (dropped:
+// a bad connection ID), then connects and announces ih for real, as
+// BEP 15 lays the packets out.
+func udpAnnounce(t *testing.T, to netip.AddrPort, ih peertable.InfoHash) {
+	t.Helper()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	announce := func(connID uint64) []byte {
+		b := binary.BigEndian.AppendUint64(nil, connID)
+		b = binary.BigEndian.AppendUint32(b, 1) // announce
+		b = binary.BigEndian.AppendUint32(b, 7) // transaction ID
+		b = append(b, ih[:]...)
+		b = append(b, "-TE0001-000000000009"...)
+		b = append(b, make([]byte, 24)...)       // downloaded, left, uploaded
+		b = binary.BigEndian.AppendUint32(b, 2)  // event: started
+		b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)    // ip, key
+		b = binary.BigEndian.AppendUint32(b, 50) // num_want
+		return binary.BigEndian.AppendUint16(b, 6889)
+	}
+	roundTrip := func(req []byte, wantLen int) []byte {
+		t.Helper()
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		if err != nil || n < wantLen || binary.BigEndian.Uint32(buf) == 3 {
+			t.Fatalf("UDP reply %x, %v; want at least %d bytes and no error", buf[:n], err, wantLen)
+		}
+		return buf[:n]
+	}
+	if _, err := c.Write(announce(12345)); err != nil {
+		t.Fatal(err)
+	}
+	connect := binary.BigEndian.AppendUint64(nil, 0x41727101980)
+	connect = binary.BigEndian.AppendUint32(connect, 0) // connect
+	connect = binary.BigEndian.AppendUint32(connect, 7)
+	rep := roundTrip(connect, 16)
+	roundTrip(announce(binary.BigEndian.Uint64(rep[8:16])), 20)
 }
