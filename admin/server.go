@@ -143,6 +143,8 @@ func newServer(cfg Config, src Sources) (*Server, error) {
 	writeTimeout := 30 * time.Second
 	if cfg.Pprof {
 		writeTimeout = 0
+		// Importing net/http/pprof also registers these on
+		// http.DefaultServeMux, which nothing in chihaya serves.
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
