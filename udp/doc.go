@@ -14,8 +14,29 @@
 // straight into the worker's reply buffer, and replies are addressed to
 // the sockaddr the request came from.
 //
+// # Reply source address
+//
+// A socket bound to a wildcard address (0.0.0.0 or ::, the defaults)
+// receives datagrams sent to any of the host's addresses, and left to
+// itself the kernel would send each reply from whichever address routing
+// picks. On a multi-homed host that may not be the one the client wrote
+// to, and a client on a connected socket, or behind a NAT, drops a reply
+// from any other address. So on Linux a wildcard-bound socket turns on
+// IP_PKTINFO (IPv4) or IPV6_RECVPKTINFO (IPv6): recvmmsg reports each
+// datagram's destination in a control message, into a buffer each slot
+// of the batch owns, and sendmmsg sends the reply with an IP_PKTINFO or
+// IPV6_PKTINFO message naming that address as its source (for IPv4 the
+// kernel's ipi_spec_dst, which is the destination of a unicast datagram)
+// and leaving the interface to routing. A socket bound to one address
+// has its source fixed already and carries no control messages.
+// Elsewhere than Linux the kernel picks the source, so a multi-homed
+// host should list each of its addresses in Config.Addrs there.
+//
 // # Invariants
 //
+//   - On Linux a reply to a unicast request leaves from the address the
+//     request was sent to, whether the socket is bound to that address
+//     or to a wildcard.
 //   - IPv4 peers go only to IPv4 clients and IPv6 peers only to IPv6
 //     clients, decided by the source address of the request (4-in-6
 //     addresses unmapped). IPv6 sockets are IPV6_V6ONLY.

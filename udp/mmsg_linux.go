@@ -26,6 +26,18 @@ import (
 //
 // A reply goes to the very sockaddr its request came from, so an IPv6
 // scope ID survives without a netip zone (which would allocate).
+//
+// On a socket bound to a wildcard address (0.0.0.0 or ::) a reply also
+// leaves from the address its request was sent to. Left to itself, the
+// kernel would pick the source by routing, and on a host with several
+// addresses a client that wrote to one of them could get the reply from
+// another and drop it, as connected sockets and NATs do. So such a socket
+// has IP_PKTINFO or IPV6_RECVPKTINFO on, each message has a control
+// buffer for the kernel to say where the datagram went, and each reply
+// carries an IP_PKTINFO or IPV6_PKTINFO message naming that address as
+// its source. The interface is left to routing (index 0), so replies
+// still find their way where routes are asymmetric. A socket bound to
+// one address has its source fixed already and allocates none of this.
 type batchConn struct {
 	rc    syscall.RawConn
 	rhdrs []unix.Mmsghdr // receive, one per message
@@ -33,6 +45,17 @@ type batchConn struct {
 	names [][unix.SizeofSockaddrInet6]byte // senders, as the kernel wrote them
 	whdrs []unix.Mmsghdr                   // send, packed with the messages that have replies
 	wiovs []unix.Iovec
+
+	// Only on wildcard-bound sockets (pktinfo set): one control buffer
+	// of ctlLen bytes per message for each direction. wctl holds, for
+	// each message, a ready-made PKTINFO message whose source address
+	// read fills in; hasSrc says whether it did for the datagram now in
+	// the slot.
+	pktinfo bool
+	ctlLen  int
+	rctl    []byte
+	wctl    []byte
+	hasSrc  []bool
 
 	// State of the call in progress, for the bound functions below,
 	// which are made once so that passing them does not allocate.
@@ -67,6 +90,40 @@ func (c *batchConn) init(conn *net.UDPConn, msgs []message) error {
 	}
 	c.readF = c.recvmmsg
 	c.writeF = c.sendmmsg
+	if la := conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(); la.IsUnspecified() {
+		return c.initPktinfo(la.Is4())
+	}
+	return nil
+}
+
+// initPktinfo asks the kernel for each datagram's destination address
+// and prepares the control messages that send replies from it.
+func (c *batchConn) initPktinfo(v4 bool) error {
+	level, recvOpt, typ, size := unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo
+	if v4 {
+		level, recvOpt, typ, size = unix.IPPROTO_IP, unix.IP_PKTINFO, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo
+	}
+	var err error
+	cerr := c.rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), level, recvOpt, 1)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	n := len(c.rhdrs)
+	c.pktinfo = true
+	c.ctlLen = unix.CmsgSpace(size) // a multiple of the header's alignment
+	c.rctl, c.wctl = alignedBytes(n*c.ctlLen), alignedBytes(n*c.ctlLen)
+	c.hasSrc = make([]bool, n)
+	for i := range n {
+		c.rhdrs[i].Hdr.Control = &c.rctl[i*c.ctlLen]
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&c.wctl[i*c.ctlLen]))
+		cm.Level, cm.Type = int32(level), int32(typ)
+		cm.SetLen(unix.CmsgLen(size))
+	}
 	return nil
 }
 
@@ -77,6 +134,9 @@ func (c *batchConn) read(msgs []message) (int, error) {
 		c.rhdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		c.rhdrs[i].Hdr.Flags = 0
 		c.rhdrs[i].Len = 0
+		if c.pktinfo {
+			c.rhdrs[i].Hdr.SetControllen(c.ctlLen)
+		}
 	}
 	c.vec = c.rhdrs
 	if err := c.rc.Read(c.readF); err != nil {
@@ -93,8 +153,53 @@ func (c *batchConn) read(msgs []message) (int, error) {
 		m := &msgs[i]
 		m.n = int(h.Len)
 		m.src = parseSockaddr(c.names[i][:h.Hdr.Namelen])
+		if c.pktinfo {
+			c.hasSrc[i] = c.replySource(i, int(h.Hdr.Controllen))
+		}
 	}
 	return c.n, nil
+}
+
+// replySource finds the PKTINFO message among the first n bytes of
+// message i's received control data and copies the address the
+// datagram was sent to into the source of i's reply. It reports whether
+// it found one worth using; without it, the reply leaves from whatever
+// address routing picks.
+//
+// For IPv4 it takes ipi_spec_dst, which Linux sets to the destination
+// of a unicast datagram and, for a broadcast one, to the local address
+// a reply should come from. IPv6 has only ipi6_addr; a multicast
+// destination cannot be a source, so it is passed over.
+func (c *batchConn) replySource(i, n int) bool {
+	b := c.rctl[i*c.ctlLen : i*c.ctlLen+min(n, c.ctlLen)]
+	hdrLen := unix.CmsgLen(0)
+	for len(b) >= hdrLen {
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		l := int(cm.Len)
+		if l < hdrLen || l > len(b) {
+			return false
+		}
+		data := b[hdrLen:l]
+		src := unsafe.Pointer(&c.wctl[i*c.ctlLen+hdrLen])
+		switch {
+		case cm.Level == unix.IPPROTO_IP && cm.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			p := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			if p.Spec_dst == [4]byte{} {
+				return false
+			}
+			*(*unix.Inet4Pktinfo)(src) = unix.Inet4Pktinfo{Spec_dst: p.Spec_dst}
+			return true
+		case cm.Level == unix.IPPROTO_IPV6 && cm.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			p := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			if p.Addr[0] == 0xff || p.Addr == [16]byte{} {
+				return false
+			}
+			*(*unix.Inet6Pktinfo)(src) = unix.Inet6Pktinfo{Addr: p.Addr}
+			return true
+		}
+		b = b[min(unix.CmsgSpace(l-hdrLen), len(b)):]
+	}
+	return false
 }
 
 // write sends the replies in msgs, each to the address its request came
@@ -112,6 +217,13 @@ func (c *batchConn) write(msgs []message, failed *atomic.Uint64) error {
 		c.wiovs[k].SetLen(len(m.out))
 		c.whdrs[k].Hdr.Name = &c.names[i][0]
 		c.whdrs[k].Hdr.Namelen = c.rhdrs[i].Hdr.Namelen
+		if c.pktinfo && c.hasSrc[i] {
+			c.whdrs[k].Hdr.Control = &c.wctl[i*c.ctlLen]
+			c.whdrs[k].Hdr.SetControllen(c.ctlLen)
+		} else {
+			c.whdrs[k].Hdr.Control = nil
+			c.whdrs[k].Hdr.SetControllen(0)
+		}
 		k++
 	}
 	for sent := 0; sent < k; {
@@ -155,6 +267,13 @@ func (c *batchConn) mmsg(trap, fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// alignedBytes returns n zeroed bytes aligned for any control message
+// header.
+func alignedBytes(n int) []byte {
+	words := make([]uint64, (n+7)/8)
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), n)
 }
 
 // parseSockaddr reads an AF_INET or AF_INET6 sockaddr; the result is

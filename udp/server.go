@@ -23,7 +23,9 @@ type Config struct {
 	// as "0.0.0.0:6969" and "[::]:6969". An IPv6 address listens for
 	// IPv6 only, so the families never mix on a socket. Port 0 picks a
 	// free port, shared by all of that address's worker sockets. Empty
-	// means both of those defaults.
+	// means both of those defaults. On Linux a wildcard address answers
+	// each request from the address it was sent to; elsewhere the kernel
+	// picks, so list a multi-homed host's addresses one by one there.
 	Addrs []string
 	// Workers is the number of SO_REUSEPORT sockets, each with its own
 	// goroutine and buffers, per address. Zero means runtime.NumCPU().

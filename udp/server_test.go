@@ -123,9 +123,31 @@ func newClient(t *testing.T, srv netip.AddrPort) *client {
 
 func (c *client) addr() netip.AddrPort { return c.c.LocalAddr().(*net.UDPAddr).AddrPort() }
 
+// dialClient returns a client whose socket is connected to srv, so it
+// drops any datagram that does not come from srv exactly.
+func dialClient(t *testing.T, srv netip.AddrPort) *client {
+	t.Helper()
+	network := "udp4"
+	if srv.Addr().Is6() {
+		network = "udp6"
+	}
+	c, err := net.DialUDP(network, nil, net.UDPAddrFromAddrPort(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, c: c, srv: srv, tx: 1000}
+}
+
 func (c *client) send(pkt []byte) {
 	c.t.Helper()
-	if _, err := c.c.WriteToUDPAddrPort(pkt, c.srv); err != nil {
+	var err error
+	if c.c.RemoteAddr() != nil {
+		_, err = c.c.Write(pkt)
+	} else {
+		_, err = c.c.WriteToUDPAddrPort(pkt, c.srv)
+	}
+	if err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -432,6 +454,45 @@ func TestListenPortZero(t *testing.T) {
 	}
 }
 
+// TestServeWildcardSource checks that a server listening on a wildcard
+// address answers from the address each request was sent to, which a
+// client with a connected socket insists on. All of 127.0.0.0/8 is
+// local on Linux, and a reply to 127.0.0.1 leaves from 127.0.0.1 unless
+// the server says otherwise, so a request sent to 127.0.0.2 shows which.
+func TestServeWildcardSource(t *testing.T) {
+	tr := newTracker(t)
+	ih := peertable.InfoHash{0xc1}
+	tests := []struct {
+		listen, dial string
+		linuxOnly    bool // only Linux sets the source; elsewhere routing picks
+	}{
+		{"0.0.0.0:0", "127.0.0.2", true},
+		{"[::]:0", "::1", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.dial, func(t *testing.T) {
+			if tc.linuxOnly && runtime.GOOS != "linux" {
+				t.Skipf("the reply's source is left to routing on %s", runtime.GOOS)
+			}
+			dial := netip.MustParseAddr(tc.dial)
+			if l, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(dial, 0))); err != nil {
+				t.Skipf("%v is not usable here: %v", dial, err)
+			} else {
+				l.Close()
+			}
+			s := serve(t, Config{Addrs: []string{tc.listen}}, tr)
+			srv := netip.AddrPortFrom(dial, s.Addrs()[0].Port())
+			// A new client each time, so the kernel spreads them over
+			// both workers' sockets.
+			for i := range 4 {
+				c := dialClient(t, srv)
+				id := c.connect()
+				c.announce(AnnounceRequest{ConnID: id, InfoHash: ih, Port: uint16(7000 + i), NumWant: 10})
+			}
+		})
+	}
+}
+
 func TestListenV6Only(t *testing.T) {
 	if !haveIPv6() {
 		t.Skip("IPv6 loopback unavailable")
@@ -584,8 +645,27 @@ func TestServeDoesNotAllocate(t *testing.T) {
 	tr := newTracker(t)
 	ih := peertable.InfoHash{0xa1}
 	swarm(t, tr, ih, 60)
-	s := serve(t, Config{Workers: 1}, tr)
-	for _, a := range s.Addrs() {
+	wildcards := []string{"0.0.0.0:0"}
+	if haveIPv6() {
+		wildcards = append(wildcards, "[::]:0")
+	}
+	type target struct{ bound, a netip.AddrPort }
+	var targets []target
+	for _, bind := range [][]string{loopbacks(t), wildcards} {
+		for _, bound := range serve(t, Config{Addrs: bind, Workers: 1}, tr).Addrs() {
+			a := bound
+			if a.Addr().IsUnspecified() { // replies carry PKTINFO
+				lo := netip.MustParseAddr("127.0.0.1")
+				if a.Addr().Is6() {
+					lo = netip.IPv6Loopback()
+				}
+				a = netip.AddrPortFrom(lo, a.Port())
+			}
+			targets = append(targets, target{bound, a})
+		}
+	}
+	for _, tg := range targets {
+		a := tg.a
 		c := newClient(t, a)
 		id := c.connect()
 		for name, pkt := range map[string][]byte{
@@ -605,7 +685,7 @@ func TestServeDoesNotAllocate(t *testing.T) {
 			}
 			roundTrip()
 			if n := testing.AllocsPerRun(200, roundTrip); n != 0 {
-				t.Errorf("%s round trip over %v: %v allocations, want 0", name, a, n)
+				t.Errorf("%s round trip to %v (listening on %v): %v allocations, want 0", name, a, tg.bound, n)
 			}
 		}
 	}
@@ -617,17 +697,21 @@ func BenchmarkServe(b *testing.B) {
 	tr := newTracker(b)
 	ih := peertable.InfoHash{0xb1}
 	swarm(b, tr, ih, 60)
-	for _, fam := range []string{"v4", "v6"} {
-		addr := "127.0.0.1:0"
-		if fam == "v6" {
-			if !haveIPv6() {
-				continue
-			}
-			addr = "[::1]:0"
+	// bind=any listens on the wildcard address, where every datagram
+	// carries its destination in and its source out as control messages.
+	for _, tc := range []struct{ fam, bind, addr string }{
+		{"v4", "addr", "127.0.0.1:0"},
+		{"v4", "any", "0.0.0.0:0"},
+		{"v6", "addr", "[::1]:0"},
+		{"v6", "any", "[::]:0"},
+	} {
+		fam := tc.fam
+		if fam == "v6" && !haveIPv6() {
+			continue
 		}
 		for _, batch := range []int{1, 32} {
-			b.Run(fmt.Sprintf("family=%s/batch=%d", fam, batch), func(b *testing.B) {
-				s, err := Listen(Config{Addrs: []string{addr}, Workers: 1, Batch: batch, Logger: discardLogger()}, tr)
+			b.Run(fmt.Sprintf("family=%s/bind=%s/batch=%d", fam, tc.bind, batch), func(b *testing.B) {
+				s, err := Listen(Config{Addrs: []string{tc.addr}, Workers: 1, Batch: batch, Logger: discardLogger()}, tr)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -640,13 +724,17 @@ func BenchmarkServe(b *testing.B) {
 				if fam == "v6" {
 					network = "udp6"
 				}
-				cl, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.Addrs()[0].Addr(), 0)))
+				lo := netip.MustParseAddr("127.0.0.1")
+				if fam == "v6" {
+					lo = netip.IPv6Loopback()
+				}
+				cl, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(lo, 0)))
 				if err != nil {
 					b.Fatal(err)
 				}
 				defer cl.Close()
 				cl.SetReadBuffer(1 << 20)
-				srv := s.Addrs()[0]
+				srv := netip.AddrPortFrom(lo, s.Addrs()[0].Port())
 				// Connect once to get an ID.
 				buf := make([]byte, 2048)
 				cl.WriteToUDPAddrPort(AppendConnect(nil, ConnectRequest{}), srv)
