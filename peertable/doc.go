@@ -6,7 +6,8 @@
 // # Contract
 //
 // A Table is safe for concurrent use. Announce and Scrape of any swarms run
-// in parallel with each other, with Range, Tick and Sweep; the announce
+// in parallel with each other, with Range, Tick, Sweep and the snapshot
+// methods; the announce
 // path takes no lock shared by two swarms, and readers (peer selection,
 // counts, Range's walk of every swarm) never wait for writers. Announce
 // appends compact peers to the caller's buffer and keeps no reference to
@@ -25,7 +26,8 @@
 //   - Nobody is given itself, and a seeder is given only leechers.
 //   - Counts are totals over both families. Completed counts completed
 //     events from peers not already recorded as seeders, since the swarm
-//     was created; a swarm removed when empty starts again from zero.
+//     was created (or as restored by ReadSnapshot); a swarm removed when
+//     empty starts again from zero.
 //
 // # Design
 //
@@ -90,7 +92,21 @@
 // slots at a time, walking each role from its end towards its start: the
 // slot that a removal moves into the hole has then already been examined,
 // and peers added while the lock was free are fresh. An emptied swarm is
-// marked dead under its lock and unlinked from its shard.
+// marked dead under its lock and unlinked from its shard, except during
+// the grace after ReadSnapshot (below).
+//
+// Snapshots. WriteSnapshot walks the index as Range does and holds each
+// swarm's lock while it copies that swarm, so each record is one swarm as
+// of one moment; the file as a whole is one moment only once announces
+// have stopped. ReadSnapshot checks the whole file (CRC-32C, record
+// count, reserved bits) before it applies anything, then creates or
+// locks each swarm as Announce does, stamping restored peers with the
+// current clock. A restored completed count may arrive without peers, and
+// the next sweep would remove it with its swarm; so for one PeerLifetime
+// after a ReadSnapshot the sweep keeps empty swarms whose completed count
+// is not zero. Peers that return within that time keep the count alive;
+// afterwards empty swarms go as before. The format is drawn in
+// snapshot.go.
 //
 // # Why it is correct
 //
@@ -109,7 +125,8 @@
 // announce checks the mark after locking and, if set, unlinks the dead
 // swarm itself (so it never waits for the sweep) and starts over, finding
 // or creating the successor. A new swarm is published already holding its
-// first peer, so the sweep cannot kill it empty-handed in between. Hence
+// first peer (a restored one, its peers or its count, after the grace is
+// set), so the sweep cannot kill it empty-handed in between. Hence
 // no announce is ever recorded in an unlinked swarm. Each retry follows
 // someone else's successful compare-and-swap or sweep, so the announce
 // path is lock-free across swarms.

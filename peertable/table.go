@@ -39,6 +39,10 @@ type Table struct {
 	accounting bool
 	sweepEvery time.Duration
 
+	// keepUntil is the clock (as now) until which the sweep keeps empty
+	// swarms that have a completed count; ReadSnapshot sets it.
+	keepUntil atomic.Int64
+
 	sweepMu sync.Mutex // serializes Sweep, so two sweeps never interleave their batches
 }
 
@@ -406,6 +410,9 @@ func (t *Table) sweepSwarm(s *swarm) (removed int, dead bool) {
 		removed += v6.sweepLocked(t, fam6, &s.mu, now)
 	}
 	if s.v4.size() == 0 && (v6 == nil || v6.size() == 0) {
+		if s.state.Load()&^deadBit != 0 && t.now.Load() < t.keepUntil.Load() {
+			return removed, false // restored count waiting for its peers (ReadSnapshot)
+		}
 		s.markDeadLocked()
 		return removed, true
 	}
