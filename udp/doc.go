@@ -61,6 +61,40 @@
 // An ID is valid for two minutes plus Config.ConnIDGrace; one stamped
 // more than a second in the future is refused.
 //
+// # Rate limits
+//
+// Config.ConnectRate and Config.AnnounceRate, off by default, limit how
+// often each source, an IPv4 address or an IPv6 /64, may connect and
+// announce. Each worker has its own limiters (package
+// internal/ratelimit): a fixed table of 2×4096 token buckets, 64 KiB per
+// limit, indexed by a hash of the source under a random per-worker seed.
+// Memory is fixed however many sources there are; sources whose buckets
+// collide share them, which only ever limits them more strictly, so
+// under a flood from many addresses the table turns into a limit on all
+// of them together (4096 buckets times the rate, per worker). Checking
+// costs a few nanoseconds and allocates nothing.
+//
+// A connect over the limit gets no reply: its source is unproven, so a
+// reply would be as good as an answer to a spoofer. An announce is
+// charged only once its connection ID is valid, so a spoofer cannot use
+// up a victim's announce budget (a spoofed flood of connects can use up
+// its connect budget, as with any per-address limit); over the limit it
+// too gets no reply rather than BEP 15's error. The error would cost a
+// reply per dropped request to a client that is already sending too
+// much, while silence makes a BEP 15 client back off by itself (it
+// retries after 15·2^n seconds). Scrapes are not limited. Dropped requests are counted in
+// Stats.RateLimited.
+//
+// The limits are per worker. On Linux SO_REUSEPORT picks a socket by a
+// hash of the 4-tuple, so all of one source port's datagrams reach one
+// worker and a client using one port is held to the configured rate;
+// one spreading its requests over many source ports can reach up to
+// Config.Workers times the rate per listen address. Where there is no
+// SO_REUSEPORT, the workers share one socket and any of them may read a
+// datagram, so the same Workers× bound holds. The clock is read once per
+// batch in whole seconds, so budgets come back a second's worth at a
+// time.
+//
 // # Concurrency
 //
 // A Server's methods are safe for concurrent use. Serve blocks until its

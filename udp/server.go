@@ -51,6 +51,25 @@ type Config struct {
 	// call (recvmmsg and sendmmsg on Linux, one at a time elsewhere).
 	// Zero means 32. At most 1024.
 	Batch int
+	// ConnectRate limits each source (an IPv4 address or an IPv6 /64) to
+	// this many connect requests a second on average, in each worker;
+	// a connect over the limit gets no reply. Zero means no limit. See
+	// "Rate limits" in the package documentation for what holds with
+	// several workers.
+	ConnectRate float64
+	// ConnectBurst is how many connects a source may send at once before
+	// ConnectRate applies. Zero means ConnectRate rounded up, at least 1.
+	ConnectBurst int
+	// AnnounceRate limits each source to this many announces a second
+	// on average, in each worker, counted only once the connection ID is
+	// valid; an announce over the limit gets no reply. Zero means no
+	// limit. BEP 15 clients announce every few minutes per torrent, so
+	// the limit must leave room for a client seeding many torrents.
+	AnnounceRate float64
+	// AnnounceBurst is how many announces a source may send at once
+	// before AnnounceRate applies. Zero means AnnounceRate rounded up, at
+	// least 1.
+	AnnounceBurst int
 	// Logger receives lifecycle messages and worker errors, never per
 	// packet. Nil means slog.Default().
 	Logger *slog.Logger
@@ -70,6 +89,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_packet", c.MaxPacket),
 		slog.Bool("allow_ip_override", c.AllowIPOverride),
 		slog.Int("batch", c.Batch),
+		slog.Float64("connect_rate", c.ConnectRate),
+		slog.Int("connect_burst", c.ConnectBurst),
+		slog.Float64("announce_rate", c.AnnounceRate),
+		slog.Int("announce_burst", c.AnnounceBurst),
 	)
 }
 
@@ -96,6 +119,10 @@ type Stats struct {
 	// write loses one reply.
 	ReadErrors  uint64
 	WriteErrors uint64
+	// RateLimited counts connects and announces dropped without a reply
+	// by ConnectRate or AnnounceRate; they are not in Connects or
+	// Announces.
+	RateLimited uint64
 }
 
 // core is what the Server needs of a *tracker.Tracker; tests wrap one to
@@ -212,6 +239,22 @@ func newServer(cfg Config, c core, defaultNumWant int) (*Server, error) {
 	case len(cfg.Secret) > 0 && len(cfg.Secret) < 16:
 		return nil, fmt.Errorf("udp: Secret has %d bytes, want at least 16", len(cfg.Secret))
 	}
+	for _, l := range []struct {
+		name      string
+		rate      float64
+		burstName string
+		burst     int
+	}{
+		{"ConnectRate", cfg.ConnectRate, "ConnectBurst", cfg.ConnectBurst},
+		{"AnnounceRate", cfg.AnnounceRate, "AnnounceBurst", cfg.AnnounceBurst},
+	} {
+		switch {
+		case !(l.rate >= 0 && l.rate <= 1e9): // NaN too
+			return nil, fmt.Errorf("udp: %s %v out of range (0 means no limit, at most 1e9 a second)", l.name, l.rate)
+		case l.burst < 0 || l.burst > 1e9:
+			return nil, fmt.Errorf("udp: %s %d out of range (0 means the rate rounded up, at most 1e9)", l.burstName, l.burst)
+		}
+	}
 	secret := cfg.Secret
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -262,6 +305,7 @@ func (s *Server) Stats() Stats {
 		st.InternalErrors += c.internalErrors.Load()
 		st.ReadErrors += c.readErrors.Load()
 		st.WriteErrors += c.writeErrors.Load()
+		st.RateLimited += c.rateLimited.Load()
 	}
 	return st
 }

@@ -3,11 +3,13 @@ package udp
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/ratelimit"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 )
@@ -39,6 +41,7 @@ type counters struct {
 	internalErrors atomic.Uint64
 	readErrors     atomic.Uint64
 	writeErrors    atomic.Uint64
+	rateLimited    atomic.Uint64
 	_              [64]byte
 }
 
@@ -55,6 +58,10 @@ type worker struct {
 	treq  tracker.AnnounceRequest
 	scr   ScrapeRequest
 	stats counters
+
+	// The worker's own rate limits, nil when off.
+	connectLimit  *ratelimit.Limiter
+	announceLimit *ratelimit.Limiter
 
 	lastInternalLog time.Time
 	lastInternalErr error
@@ -77,6 +84,17 @@ func newWorker(s *Server, conn *net.UDPConn) (*worker, error) {
 		m := &w.msgs[i]
 		m.buf = in[i*(maxRequestLen+1) : (i+1)*(maxRequestLen+1) : (i+1)*(maxRequestLen+1)]
 		m.out = out[i*s.replyLen : i*s.replyLen : (i+1)*s.replyLen]
+	}
+	var err error
+	if s.cfg.ConnectRate > 0 {
+		if w.connectLimit, err = ratelimit.New(s.cfg.ConnectRate, s.cfg.ConnectBurst, rateBuckets); err != nil {
+			return nil, fmt.Errorf("ConnectRate: %w", err)
+		}
+	}
+	if s.cfg.AnnounceRate > 0 {
+		if w.announceLimit, err = ratelimit.New(s.cfg.AnnounceRate, s.cfg.AnnounceBurst, rateBuckets); err != nil {
+			return nil, fmt.Errorf("AnnounceRate: %w", err)
+		}
 	}
 	if conn != nil {
 		if err := w.io.init(conn, w.msgs); err != nil {
@@ -148,6 +166,9 @@ func (w *worker) handle(m *message, now int64) {
 			w.stats.malformed.Add(1)
 			return
 		}
+		if !w.allow(w.connectLimit, addr, now) {
+			return
+		}
 		w.stats.connects.Add(1)
 		m.out = appendConnectReply(m.out, txID, w.s.ids.issue(addr, now))
 		return
@@ -160,6 +181,9 @@ func (w *worker) handle(m *message, now int64) {
 	case len(b) > maxRequestLen:
 		w.refuse(m, txID, errRequestTooLarge)
 	case action == actionAnnounce:
+		if !w.allow(w.announceLimit, addr, now) {
+			return
+		}
 		w.stats.announces.Add(1)
 		w.announce(m, b, txID)
 	case action == actionScrape:
@@ -168,6 +192,23 @@ func (w *worker) handle(m *message, now int64) {
 	default:
 		w.refuse(m, txID, errUnknownAction)
 	}
+}
+
+// rateBuckets is the size of each row of a worker's rate limiters: two
+// rows of 4096 int64s, 64 KiB a limiter.
+const rateBuckets = 4096
+
+// allow reports whether addr is within limit l (nil means no limit) at
+// now, Unix seconds, and counts it in Stats if not.
+func (w *worker) allow(l *ratelimit.Limiter, addr netip.Addr, now int64) bool {
+	if l == nil {
+		return true
+	}
+	if ok, _ := l.Allow(ratelimit.Key(addr), now*int64(time.Second)); ok {
+		return true
+	}
+	w.stats.rateLimited.Add(1)
+	return false
 }
 
 func (w *worker) announce(m *message, b []byte, txID uint32) {

@@ -367,9 +367,9 @@ func TestHandleScrape(t *testing.T) {
 
 // benchRequests returns a worker over a real tracker and one request of
 // each action from each family.
-func benchRequests(tb testing.TB) (*worker, map[string]map[string][]byte) {
+func benchRequests(tb testing.TB, cfg Config) (*worker, map[string]map[string][]byte) {
 	tr := newTracker(tb)
-	w := newTestWorker(tb, Config{}, tr)
+	w := newTestWorker(tb, cfg, tr)
 	ann := testAnnounce()
 	ann.NumWant = 50
 	ann.URLData = []byte("/announce/0123456789abcdef0123456789abcdef")
@@ -389,28 +389,38 @@ func benchRequests(tb testing.TB) (*worker, map[string]map[string][]byte) {
 	return w, reqs
 }
 
+// limitsNeverHit turns both rate limits on, so that the limiters run,
+// with budgets no benchmark exhausts.
+var limitsNeverHit = Config{ConnectRate: 1e9, ConnectBurst: 1e9, AnnounceRate: 1e9, AnnounceBurst: 1e9}
+
 func BenchmarkHandle(b *testing.B) {
-	w, reqs := benchRequests(b)
-	for _, action := range []string{"connect", "announce", "scrape", "error"} {
-		for _, fam := range []string{"v4", "v6"} {
-			src := srcV4
-			if fam == "v6" {
-				src = srcV6
+	for _, limit := range []string{"off", "on"} {
+		cfg := Config{}
+		if limit == "on" {
+			cfg = limitsNeverHit
+		}
+		w, reqs := benchRequests(b, cfg)
+		for _, action := range []string{"connect", "announce", "scrape", "error"} {
+			for _, fam := range []string{"v4", "v6"} {
+				src := srcV4
+				if fam == "v6" {
+					src = srcV6
+				}
+				pkt := reqs[fam][action]
+				b.Run(fmt.Sprintf("limit=%s/action=%s/family=%s", limit, action, fam), func(b *testing.B) {
+					m := &w.msgs[0]
+					b.SetBytes(int64(len(pkt)))
+					b.ReportAllocs()
+					for b.Loop() {
+						m.n = copy(m.buf, pkt)
+						m.src = src
+						w.handle(m, testNow)
+					}
+					if len(m.out) == 0 {
+						b.Fatal("no reply")
+					}
+				})
 			}
-			pkt := reqs[fam][action]
-			b.Run(fmt.Sprintf("action=%s/family=%s", action, fam), func(b *testing.B) {
-				m := &w.msgs[0]
-				b.SetBytes(int64(len(pkt)))
-				b.ReportAllocs()
-				for b.Loop() {
-					m.n = copy(m.buf, pkt)
-					m.src = src
-					w.handle(m, testNow)
-				}
-				if len(m.out) == 0 {
-					b.Fatal("no reply")
-				}
-			})
 		}
 	}
 }
@@ -419,19 +429,38 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are not meaningful under -race")
 	}
-	w, reqs := benchRequests(t)
-	for fam, byAction := range reqs {
-		src := srcV4
-		if fam == "v6" {
-			src = srcV6
+	for _, limit := range []string{"off", "on"} {
+		cfg := Config{}
+		if limit == "on" {
+			cfg = limitsNeverHit
 		}
-		for action, pkt := range byAction {
-			w.deliver(src, pkt) // the peer joins the swarm once
-			if n := testing.AllocsPerRun(100, func() { w.deliver(src, pkt) }); n != 0 {
-				t.Errorf("handle(%s from %s) allocated %v times per call, want 0", action, fam, n)
+		w, reqs := benchRequests(t, cfg)
+		for fam, byAction := range reqs {
+			src := srcV4
+			if fam == "v6" {
+				src = srcV6
+			}
+			for action, pkt := range byAction {
+				w.deliver(src, pkt) // the peer joins the swarm once
+				if n := testing.AllocsPerRun(100, func() { w.deliver(src, pkt) }); n != 0 {
+					t.Errorf("handle(%s from %s, limits %s) allocated %v times per call, want 0", action, fam, limit, n)
+				}
 			}
 		}
 	}
+	// A request the limits drop allocates nothing either.
+	w, reqs := benchRequests(t, Config{ConnectRate: 1, AnnounceRate: 1})
+	for _, action := range []string{"connect", "announce"} {
+		pkt := reqs["v4"][action]
+		w.deliver(srcV4, pkt)
+		if w.deliver(srcV4, pkt) != nil {
+			t.Fatalf("second %s in a second was answered, want dropped", action)
+		}
+		if n := testing.AllocsPerRun(100, func() { w.deliver(srcV4, pkt) }); n != 0 {
+			t.Errorf("dropping a rate-limited %s allocated %v times per call, want 0", action, n)
+		}
+	}
+	w, reqs = benchRequests(t, Config{})
 	if reply := w.deliver(srcV4, reqs["v4"]["announce"]); len(reply) != announceReplyLen+50*peertable.PeerLenV4 {
 		t.Errorf("announce reply has %d bytes, want 50 peers", len(reply))
 	}
