@@ -19,6 +19,17 @@
 // per Config.FullScrapeCache, and each client (an IPv4 address or an IPv6
 // /64) gets at most one per Config.FullScrapeEvery (see fullscrape.go).
 //
+// Config.AnnounceRate, off by default, limits how often each client (an
+// IPv4 address or an IPv6 /64) may announce; an announce over the limit
+// is refused with "rate limited" and BEP 31's "retry in". The limit lives
+// in a fixed-size table of buckets indexed by a keyed hash of the client
+// (package internal/ratelimit, shared with the UDP frontend), so its
+// memory does not grow with the number of clients, and clients that
+// collide are only limited more strictly. One mutex guards it, held for
+// a few nanoseconds per announce. Slow clients and connection floods are
+// bounded by Config.ReadHeaderTimeout and Config.MaxConns: beyond
+// MaxConns, connections wait in the kernel's accept queue, not in ours.
+//
 // Families never mix: the client's address, never a v4-mapped one, picks
 // the peers it is given — IPv4 clients get "peers", IPv6 clients get
 // "peers6" (and an empty "peers"). IPv6 listeners are IPv6-only. The

@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/chihaya/chihaya/internal/ratelimit"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 )
@@ -94,11 +96,47 @@ func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http
 			out = s.serveFull(x, w, r, client)
 		}
 	default:
+		if ok, wait := s.allow(client); !ok {
+			out = s.refuseRate(x.out[:0], wait)
+			break
+		}
 		n := copy(x.path[:], r.URL.Path) // route checked the length
 		out = s.announce(x, client, x.path[:n], r.URL.RawQuery)
 	}
 	s.stats.count(a, out)
 	return out
+}
+
+// limitBuckets is the size of each row of the announce rate limit's
+// table: two rows of 16,384 int64s, 256 KiB.
+const limitBuckets = 1 << 14
+
+// rateLimitedText is the failure reason for an announce over
+// Config.AnnounceRate.
+const rateLimitedText = "rate limited"
+
+// allow reports whether client may announce now under
+// Config.AnnounceRate, charging it if so; if not, wait is how long until
+// it may.
+func (s *Server) allow(client netip.Addr) (ok bool, wait time.Duration) {
+	if s.limit == nil {
+		return true, 0
+	}
+	k := ratelimit.Key(client)
+	now := s.now().UnixNano()
+	s.limitMu.Lock()
+	ok, wait = s.limit.Allow(k, now)
+	s.limitMu.Unlock()
+	return ok, wait
+}
+
+// refuseRate appends the refusal of an announce over the limit, with a
+// "retry in" of the minutes to wait, rounded up: BEP 31 counts in
+// minutes, so a client that should wait less than one is told one (and
+// one that comes back sooner is refused again).
+func (s *Server) refuseRate(dst []byte, wait time.Duration) []byte {
+	s.stats.rateLimited.Add(1)
+	return appendFailure(dst, rateLimitedText, int((wait+time.Minute-1)/time.Minute))
 }
 
 // announce answers one announce from client into x.out. urlData is the

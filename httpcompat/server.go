@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/ratelimit"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 )
@@ -86,6 +87,19 @@ type Config struct {
 	// recent 16,384 clients and forgets older ones first. Zero means 60
 	// seconds.
 	FullScrapeEvery time.Duration
+	// AnnounceRate limits each client (an IPv4 address or an IPv6 /64) to
+	// this many announces a second on average; an announce over the limit
+	// is refused with the failure reason "rate limited" and BEP 31's
+	// "retry in" (whole minutes, at least 1). The limit is kept in a
+	// fixed table of 2×16,384 buckets (256 KiB) indexed by a keyed hash
+	// of the client, so memory does not grow with the number of clients;
+	// clients that share buckets are limited a little more strictly.
+	// Zero means no limit.
+	AnnounceRate float64
+	// AnnounceBurst is how many announces a client may send at once
+	// before AnnounceRate applies. Zero means AnnounceRate rounded up, at
+	// least 1.
+	AnnounceBurst int
 	// Logger receives lifecycle messages and internal errors, never one
 	// per request for bad input. Nil means slog.Default().
 	Logger *slog.Logger
@@ -129,6 +143,10 @@ func (c *Config) Check() error {
 		return fmt.Errorf("httpcompat: MaxConns %d must not be negative (0 means 16384)", c.MaxConns)
 	case c.MaxScrape < 0 || c.MaxScrape > maxMaxScrape:
 		return fmt.Errorf("httpcompat: MaxScrape %d out of range (0 means 64, at most %d)", c.MaxScrape, maxMaxScrape)
+	case !(c.AnnounceRate >= 0 && c.AnnounceRate <= 1e9): // NaN too
+		return fmt.Errorf("httpcompat: AnnounceRate %v out of range (0 means no limit, at most 1e9 a second)", c.AnnounceRate)
+	case c.AnnounceBurst < 0 || c.AnnounceBurst > 1e9:
+		return fmt.Errorf("httpcompat: AnnounceBurst %d out of range (0 means the rate rounded up, at most 1e9)", c.AnnounceBurst)
 	case c.RealIPHeader != "" && !validHeaderName(c.RealIPHeader):
 		return fmt.Errorf("httpcompat: RealIPHeader %q is not a header name", c.RealIPHeader)
 	}
@@ -199,6 +217,9 @@ type Server struct {
 	now          func() time.Time // time.Now; tests set another clock
 	stats        *counters
 
+	limitMu sync.Mutex         // guards limit's buckets
+	limit   *ratelimit.Limiter // nil unless Config.AnnounceRate
+
 	served atomic.Bool
 	closed atomic.Bool
 }
@@ -247,6 +268,13 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 	}
 	if cfg.FullScrape {
 		s.full = newFullScrape(t.Peers(), &cfg)
+	}
+	if cfg.AnnounceRate > 0 {
+		l, err := ratelimit.New(cfg.AnnounceRate, cfg.AnnounceBurst, limitBuckets)
+		if err != nil {
+			return nil, fmt.Errorf("httpcompat: AnnounceRate: %w", err)
+		}
+		s.limit = l
 	}
 	s.forwardedFor = s.realIPHeader == "X-Forwarded-For"
 	s.pool.New = func() any { return s.newExchange() }

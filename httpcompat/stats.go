@@ -21,6 +21,9 @@ type Stats struct {
 	// the tracker and were refused with "internal error"; they are also
 	// in their action's Failures.
 	InternalErrors uint64
+	// RateLimited counts announces refused by Config.AnnounceRate; they
+	// are also in Announce.Failures.
+	RateLimited uint64
 }
 
 // Results split one action's requests by their answer.
@@ -34,11 +37,12 @@ type Results struct {
 // counters are the live Stats. They sit in their own cache lines, away
 // from the Server's read-mostly fields, since every request writes one.
 type counters struct {
-	_        [64]byte
-	requests [nActions][nResults]atomic.Uint64
-	notFound atomic.Uint64
-	internal atomic.Uint64
-	_        [64]byte
+	_           [64]byte
+	requests    [nActions][nResults]atomic.Uint64
+	notFound    atomic.Uint64
+	internal    atomic.Uint64
+	rateLimited atomic.Uint64
+	_           [64]byte
 }
 
 // action and result index counters.requests.
@@ -85,5 +89,6 @@ func (s *Server) Stats() Stats {
 		FullScrape:     load(actionFullScrape),
 		NotFound:       c.notFound.Load(),
 		InternalErrors: c.internal.Load(),
+		RateLimited:    c.rateLimited.Load(),
 	}
 }
