@@ -7,13 +7,12 @@
 //
 // A Table is safe for concurrent use. Announce and Scrape of any swarms run
 // in parallel with each other, with Range, Tick, Sweep and the snapshot
-// methods; the announce
-// path takes no lock shared by two swarms, and readers (peer selection,
-// counts, Range's walk of every swarm) never wait for writers. Announce
-// appends compact peers to the caller's buffer and keeps no reference to
-// it or to the Announce. Once a swarm and
-// a peer exist and the buffer has room, Announce allocates nothing and
-// reads no clock: time comes from Tick, which Run calls every second.
+// methods; the announce path takes no lock shared by two swarms, and
+// readers (peer selection, counts, Range's walk of every swarm) never wait
+// for writers. Announce appends compact peers to the caller's buffer and
+// keeps no reference to it or to the Announce. Once a swarm and a peer
+// exist and the buffer has room, Announce allocates nothing and reads no
+// clock: time comes from Tick, which Run calls every second.
 //
 // Invariants callers rely on:
 //

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -24,11 +25,12 @@ import (
 // means the default that chihaya.example.toml documents. The file is read
 // strictly: an unknown key or a value of the wrong type stops start-up.
 type Config struct {
-	Log     LogConfig     `toml:"log"`
-	Tracker TrackerConfig `toml:"tracker"`
-	UDP     UDPConfig     `toml:"udp"`
-	HTTP    HTTPConfig    `toml:"http"`
-	Admin   AdminConfig   `toml:"admin"`
+	Log      LogConfig      `toml:"log"`
+	Tracker  TrackerConfig  `toml:"tracker"`
+	UDP      UDPConfig      `toml:"udp"`
+	HTTP     HTTPConfig     `toml:"http"`
+	Admin    AdminConfig    `toml:"admin"`
+	Snapshot SnapshotConfig `toml:"snapshot"`
 }
 
 // LogConfig selects how much the daemon says and in which format.
@@ -93,6 +95,16 @@ type AdminConfig struct {
 	// Addr is an IP literal and port; "" means 127.0.0.1:6880.
 	Addr  string `toml:"addr"`
 	Pprof bool   `toml:"pprof"`
+}
+
+// SnapshotConfig keeps completed counts (and optionally peers) across
+// graceful restarts in a file.
+type SnapshotConfig struct {
+	// Path is the snapshot file, read at start and written at a graceful
+	// stop; "" means no snapshot. Its directory must exist.
+	Path string `toml:"path"`
+	// Peers also keeps the live peers, not only completed counts.
+	Peers bool `toml:"peers"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30m").
@@ -198,6 +210,25 @@ func (c *Config) check() error {
 	}
 	if _, err := c.admin(nil); err != nil {
 		return err
+	}
+	return c.checkSnapshot()
+}
+
+// checkSnapshot makes sure that the snapshot can be written where
+// snapshot.path says: its directory exists, and it is not a directory.
+func (c *Config) checkSnapshot() error {
+	p := c.Snapshot.Path
+	if p == "" {
+		return nil
+	}
+	dir := filepath.Dir(p)
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("key snapshot.path: directory %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("key snapshot.path: %s is not a directory", dir)
+	}
+	if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("key snapshot.path: %s exists and is not a regular file", p)
 	}
 	return nil
 }

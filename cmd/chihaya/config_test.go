@@ -118,6 +118,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"http full scrape duration", "[http]\nfull_scrape_every = \"often\"\n", "http.full_scrape_every"},
 		{"http external ip", "[http]\nexternal_ip = \"yes\"\n", "http.external_ip"},
 		{"admin addr", "[admin]\naddr = \"localhost:6880\"\n", "key admin.addr"},
+		{"snapshot dir missing", "[snapshot]\npath = \"/nonexistent-chihaya-dir/snapshot\"\n", "key snapshot.path: directory /nonexistent-chihaya-dir"},
+		{"snapshot path is a directory", "[snapshot]\npath = \"/\"\n", "key snapshot.path"},
 		{"admin pprof", "[admin]\npprof = 1\n", "admin.pprof"},
 	}
 	for _, tt := range tests {

@@ -137,6 +137,12 @@ func start(cfg Config, log *slog.Logger) (*daemon, error) {
 			return nil, err
 		}
 	}
+	// Every socket is bound, so a bad address has failed before the
+	// snapshot is touched; nothing is served until run.
+	if err := d.restoreSnapshot(); err != nil {
+		d.close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -200,9 +206,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return d.run(ctx)
 }
 
-// run serves until ctx is done or a part fails, then stops them all. The
-// admin listener stops last, so that /readyz says 503 while the frontends
-// finish their in-flight requests.
+// run serves until ctx is done or a part fails, then stops them all and,
+// once the frontends have stopped, writes the snapshot if one is
+// configured. The admin listener stops last, so that /readyz says 503
+// while the frontends finish their in-flight requests.
 func (d *daemon) run(ctx context.Context) error {
 	cfg, log := d.cfg, d.log
 	log.Info("chihaya started", "version", versionString(), "udp", d.udp != nil, "http", d.http != nil, "admin", d.admin != nil)
@@ -240,8 +247,12 @@ func (d *daemon) run(ctx context.Context) error {
 	d.ready.Store(false)
 	cancel()
 	done := make(chan struct{})
+	var snapErr error
 	go func() {
 		wg.Wait()
+		// The frontends have stopped: the snapshot is of one moment.
+		// /readyz keeps saying 503 while it is written.
+		snapErr = d.saveSnapshot()
 		cancelAdmin()
 		adminWG.Wait()
 		close(done)
@@ -256,6 +267,11 @@ func (d *daemon) run(ctx context.Context) error {
 		if err != nil && first == nil {
 			first = err
 		}
+	}
+	if first == nil && snapErr != nil {
+		first = snapErr
+	} else if snapErr != nil {
+		log.Error("snapshot not written", "err", snapErr)
 	}
 	if first != nil {
 		return first
