@@ -61,6 +61,10 @@ type UDPConfig struct {
 	MaxPacket       int      `toml:"max_packet"`
 	AllowIPOverride bool     `toml:"allow_ip_override"`
 	Batch           int      `toml:"batch"`
+	ConnectRate     float64  `toml:"connect_rate"`
+	ConnectBurst    int      `toml:"connect_burst"`
+	AnnounceRate    float64  `toml:"announce_rate"`
+	AnnounceBurst   int      `toml:"announce_burst"`
 }
 
 // HTTPConfig is the HTTP announce and scrape frontend (httpcompat).
@@ -78,6 +82,8 @@ type HTTPConfig struct {
 	TrustedProxies []string `toml:"trusted_proxies"`
 	RealIPHeader   string   `toml:"real_ip_header"`
 	AllowIPParam   bool     `toml:"allow_ip_param"`
+	AnnounceRate   float64  `toml:"announce_rate"`
+	AnnounceBurst  int      `toml:"announce_burst"`
 	// ExternalIP sends BEP 24's "external ip"; unset means true.
 	ExternalIP *bool `toml:"external_ip"`
 	MaxScrape  int   `toml:"max_scrape"`
@@ -205,6 +211,20 @@ func (c *Config) check() error {
 	if n := len(c.UDP.Secret); n != 0 && n < 16 {
 		return fmt.Errorf("key udp.secret: %d bytes is too short; use at least 16 random characters, or leave it empty for a random secret per start", n)
 	}
+	for _, l := range []struct {
+		section string
+		rate    float64
+		burst   int
+		what    string
+	}{
+		{"udp", c.UDP.ConnectRate, c.UDP.ConnectBurst, "connect"},
+		{"udp", c.UDP.AnnounceRate, c.UDP.AnnounceBurst, "announce"},
+		{"http", c.HTTP.AnnounceRate, c.HTTP.AnnounceBurst, "announce"},
+	} {
+		if err := checkRate(l.section, l.what, l.rate, l.burst); err != nil {
+			return err
+		}
+	}
 	if _, err := c.http(nil); err != nil {
 		return err
 	}
@@ -212,6 +232,18 @@ func (c *Config) check() error {
 		return err
 	}
 	return c.checkSnapshot()
+}
+
+// checkRate checks one per-source rate limit: <section>.<what>_rate and
+// <section>.<what>_burst.
+func checkRate(section, what string, rate float64, burst int) error {
+	if !(rate >= 0 && rate <= 1e9) { // NaN too
+		return fmt.Errorf("key %s.%s_rate: %v out of range (0 means no limit, at most 1e9 a second)", section, what, rate)
+	}
+	if burst < 0 || burst > 1e9 {
+		return fmt.Errorf("key %s.%s_burst: %d out of range (0 means the rate rounded up, at most 1e9)", section, what, burst)
+	}
+	return nil
 }
 
 // checkSnapshot makes sure that the snapshot can be written where
@@ -288,6 +320,10 @@ func (c *Config) udp(log *slog.Logger) udp.Config {
 		MaxPacket:       c.UDP.MaxPacket,
 		AllowIPOverride: c.UDP.AllowIPOverride,
 		Batch:           c.UDP.Batch,
+		ConnectRate:     c.UDP.ConnectRate,
+		ConnectBurst:    c.UDP.ConnectBurst,
+		AnnounceRate:    c.UDP.AnnounceRate,
+		AnnounceBurst:   c.UDP.AnnounceBurst,
 		Logger:          log,
 	}
 }
@@ -308,6 +344,8 @@ func (c *Config) http(log *slog.Logger) (httpcompat.Config, error) {
 		MaxConns:        h.MaxConns,
 		RealIPHeader:    h.RealIPHeader,
 		AllowIPParam:    h.AllowIPParam,
+		AnnounceRate:    h.AnnounceRate,
+		AnnounceBurst:   h.AnnounceBurst,
 		NoExternalIP:    h.ExternalIP != nil && !*h.ExternalIP,
 		MaxScrape:       h.MaxScrape,
 		FullScrape:      h.FullScrape,

@@ -105,6 +105,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"max packet", "[udp]\nmax_packet = 100\n", "udp.max_packet"},
 		{"batch", "[udp]\nbatch = 5000\n", "udp.batch"},
 		{"syntax", "[udp\n", "line 1"},
+		{"udp connect rate", "[udp]\nconnect_rate = -1.0\n", "key udp.connect_rate"},
+		{"udp announce burst", "[udp]\nannounce_burst = -5\n", "key udp.announce_burst"},
+		{"http announce rate", "[http]\nannounce_rate = nan\n", "key http.announce_rate"},
 		{"http addr", "[http]\naddrs = [\"localhost:80\"]\n", "key http.addrs"},
 		{"http timeout", "[http]\nread_timeout = \"-1s\"\n", "key http.read_timeout"},
 		{"http header timeout", "[http]\nread_header_timeout = \"-1s\"\n", "key http.read_header_timeout"},
@@ -167,5 +170,27 @@ func TestProductionConfigLoads(t *testing.T) {
 	}
 	if got := c.shutdownTimeout(); stop <= got {
 		t.Errorf("chihaya.service TimeoutStopSec %v, want more than tracker.shutdown_timeout %v", stop, got)
+	}
+}
+
+// TestRateLimitKeysReachTheServers checks the wiring of the per-source
+// limits from the file to the frontends' configs.
+func TestRateLimitKeysReachTheServers(t *testing.T) {
+	var c Config
+	src := "[udp]\nconnect_rate = 2.5\nconnect_burst = 4\nannounce_rate = 1\nannounce_burst = 3\n" +
+		"[http]\nannounce_rate = 0.5\nannounce_burst = 2\n"
+	if err := decodeConfig([]byte(src), &c); err != nil {
+		t.Fatal(err)
+	}
+	u := c.udp(nil)
+	if u.ConnectRate != 2.5 || u.ConnectBurst != 4 || u.AnnounceRate != 1 || u.AnnounceBurst != 3 {
+		t.Errorf("udp config limits = %v/%d, %v/%d; want 2.5/4, 1/3", u.ConnectRate, u.ConnectBurst, u.AnnounceRate, u.AnnounceBurst)
+	}
+	h, err := c.http(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.AnnounceRate != 0.5 || h.AnnounceBurst != 2 {
+		t.Errorf("http config limit = %v/%d, want 0.5/2", h.AnnounceRate, h.AnnounceBurst)
 	}
 }
