@@ -3,6 +3,7 @@ package tracker
 import (
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/chihaya/chihaya/peertable"
@@ -52,7 +53,9 @@ func (c *Config) setDefaults() error {
 
 // Tracker answers announces and scrapes from one peer table.
 type Tracker struct {
-	cfg   Config
+	// cfg is swapped whole by SetConfig; Announce loads it once, so a
+	// reply never mixes two policies.
+	cfg   atomic.Pointer[Config]
 	peers *peertable.Table
 }
 
@@ -65,11 +68,24 @@ func New(cfg Config, peers *peertable.Table) (*Tracker, error) {
 	if peers == nil {
 		panic("tracker: New with nil peer table")
 	}
-	return &Tracker{cfg: cfg, peers: peers}, nil
+	t := &Tracker{peers: peers}
+	t.cfg.Store(&cfg)
+	return t, nil
 }
 
 // Config returns the configuration in effect, defaults filled in.
-func (t *Tracker) Config() Config { return t.cfg }
+func (t *Tracker) Config() Config { return *t.cfg.Load() }
+
+// SetConfig replaces the announce policy, checked as New checks it, for
+// every announce that starts after it returns. On error the policy in
+// effect is kept. The peer table is not touched.
+func (t *Tracker) SetConfig(cfg Config) error {
+	if err := cfg.setDefaults(); err != nil {
+		return err
+	}
+	t.cfg.Store(&cfg)
+	return nil
+}
 
 // Peers returns the table the Tracker serves.
 func (t *Tracker) Peers() *peertable.Table { return t.peers }
@@ -118,11 +134,12 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 	if !addr.IsValid() || addr.Is4In6() || addr.IsUnspecified() {
 		return AnnounceResponse{}, ErrInvalidAddress
 	}
+	cfg := t.cfg.Load()
 	want := req.NumWant
 	if want < 0 {
-		want = t.cfg.DefaultNumWant
+		want = cfg.DefaultNumWant
 	}
-	want = min(want, t.cfg.MaxNumWant)
+	want = min(want, cfg.MaxNumWant)
 	if req.Event == peertable.EventStopped {
 		want = 0 // a peer that leaves needs no peers
 	}
@@ -142,8 +159,8 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 	start := len(peers)
 	peers, res := t.peers.Announce(&a, peers)
 	return AnnounceResponse{
-		Interval:    uint32(t.cfg.Interval / time.Second),
-		MinInterval: uint32(t.cfg.MinInterval / time.Second),
+		Interval:    uint32(cfg.Interval / time.Second),
+		MinInterval: uint32(cfg.MinInterval / time.Second),
 		Counts:      res.Counts,
 		Peers:       peers[start:],
 	}, nil

@@ -137,3 +137,34 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSetConfig checks that a new policy applies to the next announce,
+// that a bad one is refused and the old one kept, and that the swarm
+// survives either way.
+func TestSetConfig(t *testing.T) {
+	tr := newTracker(t, Config{Interval: 10 * time.Minute, MinInterval: time.Minute})
+	if _, err := announce(t, tr, "192.0.2.1:6881", 1, peertable.EventStarted, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.SetConfig(Config{Interval: 20 * time.Minute, DefaultNumWant: 1, MaxNumWant: 1}); err != nil {
+		t.Fatalf("SetConfig: %v", err)
+	}
+	res, err := announce(t, tr, "192.0.2.2:6881", 1, peertable.EventStarted, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Interval != 1200 || res.MinInterval != 300 {
+		t.Errorf("after SetConfig: intervals = %d, %d; want 1200, 300", res.Interval, res.MinInterval)
+	}
+	if n := len(res.Peers) / peertable.PeerLenV4; n != 1 {
+		t.Errorf("after SetConfig: %d peers, want 1 (the peer from before)", n)
+	}
+
+	bad := Config{Interval: time.Minute, MinInterval: time.Hour}
+	if err := tr.SetConfig(bad); err == nil {
+		t.Errorf("SetConfig(%+v) accepted a bad config", bad)
+	}
+	if got := tr.Config(); got.Interval != 20*time.Minute || got.MaxNumWant != 1 {
+		t.Errorf("after a refused SetConfig: Config() = %+v, want the previous policy", got)
+	}
+}
