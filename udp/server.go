@@ -144,11 +144,13 @@ type Server struct {
 	wrk    []*worker
 	closed chan struct{} // closed by Close or when Serve stops
 
-	// Derived from cfg and the tracker's config.
-	defaultNumWant int
-	maxPeers4      int // most IPv4 peers in a reply of MaxPacket
-	maxPeers6      int
-	replyLen       int // largest reply payload
+	// policy is swapped whole by SetPolicy and loaded once per announce.
+	policy atomic.Pointer[Policy]
+
+	// Derived from cfg.
+	maxPeers4 int // most IPv4 peers in a reply of MaxPacket
+	maxPeers6 int
+	replyLen  int // largest reply payload
 
 	serving  atomic.Bool
 	stopping atomic.Bool  // set before deadlines push the workers out
@@ -261,21 +263,45 @@ func newServer(cfg Config, c core, defaultNumWant int) (*Server, error) {
 		rand.Read(secret) // never fails (crypto/rand)
 	}
 	s := &Server{
-		cfg:            cfg,
-		core:           c,
-		log:            cfg.Logger,
-		ids:            newConnIDs(secret, int64(cfg.ConnIDGrace/time.Second)),
-		closed:         make(chan struct{}),
-		defaultNumWant: defaultNumWant,
-		maxPeers4:      (cfg.MaxPacket - ipv4HeaderLen - udpHeaderLen - announceReplyLen) / peertable.PeerLenV4,
-		maxPeers6:      (cfg.MaxPacket - ipv6HeaderLen - udpHeaderLen - announceReplyLen) / peertable.PeerLenV6,
+		cfg:       cfg,
+		core:      c,
+		log:       cfg.Logger,
+		ids:       newConnIDs(secret, int64(cfg.ConnIDGrace/time.Second)),
+		closed:    make(chan struct{}),
+		maxPeers4: (cfg.MaxPacket - ipv4HeaderLen - udpHeaderLen - announceReplyLen) / peertable.PeerLenV4,
+		maxPeers6: (cfg.MaxPacket - ipv6HeaderLen - udpHeaderLen - announceReplyLen) / peertable.PeerLenV6,
 	}
+	s.policy.Store(&Policy{DefaultNumWant: defaultNumWant, AllowIPOverride: cfg.AllowIPOverride})
 	s.replyLen = max(
 		announceReplyLen+s.maxPeers4*peertable.PeerLenV4,
 		announceReplyLen+s.maxPeers6*peertable.PeerLenV6,
 		scrapeReplyLen+MaxScrapeInfoHashes*scrapeReplyHashLen,
 	)
 	return s, nil
+}
+
+// A Policy is the part of a Server's behaviour that may change while it
+// serves; everything else in Config needs a new Server.
+type Policy struct {
+	// DefaultNumWant is the number of peers given for num_want -1, before
+	// the cap that keeps a reply within MaxPacket: the tracker's
+	// DefaultNumWant. It must not be negative.
+	DefaultNumWant int
+	// AllowIPOverride is Config.AllowIPOverride.
+	AllowIPOverride bool
+}
+
+// Policy returns the policy in effect.
+func (s *Server) Policy() Policy { return *s.policy.Load() }
+
+// SetPolicy replaces the policy for every announce that starts after it
+// returns. On error the policy in effect is kept.
+func (s *Server) SetPolicy(p Policy) error {
+	if p.DefaultNumWant < 0 {
+		return fmt.Errorf("udp: DefaultNumWant %d is negative", p.DefaultNumWant)
+	}
+	s.policy.Store(&p)
+	return nil
 }
 
 // parseListenAddr parses an IP literal and port; a 4-in-6 address

@@ -220,19 +220,20 @@ func (w *worker) announce(m *message, b []byte, txID uint32) {
 	// The reply's family is the source's: the IP field may only name
 	// another IPv4 address, and only when the operator allows it.
 	ip := m.src.Addr()
+	pol := w.s.policy.Load()
 	maxPeers, peerLen := w.s.maxPeers6, peertable.PeerLenV6
 	if ip.Is4() {
 		maxPeers, peerLen = w.s.maxPeers4, peertable.PeerLenV4
 		// Only a unicast address may stand in for the source: a
 		// multicast, broadcast or loopback one would make peers send
 		// traffic where the announcer cannot receive it.
-		if o := netip.AddrFrom4(r.IP); w.s.cfg.AllowIPOverride && o.IsGlobalUnicast() {
+		if o := netip.AddrFrom4(r.IP); pol.AllowIPOverride && o.IsGlobalUnicast() {
 			ip = o
 		}
 	}
 	want := int(r.NumWant)
 	if want < 0 {
-		want = w.s.defaultNumWant
+		want = pol.DefaultNumWant
 	}
 	want = min(want, maxPeers)
 

@@ -468,3 +468,35 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 		t.Error("short announce did not get an announce error")
 	}
 }
+
+// TestSetPolicy checks that a new policy applies to the next announce and
+// that a bad one is refused and the old one kept.
+func TestSetPolicy(t *testing.T) {
+	rec := &recorder{}
+	w := newTestWorker(t, Config{}, rec)
+	send := func() tracker.AnnounceRequest {
+		t.Helper()
+		r := testAnnounce()
+		r.ConnID, r.IP, r.NumWant = w.connID(srcV4), [4]byte{198, 51, 100, 9}, -1
+		if reply := w.deliver(srcV4, AppendAnnounce(nil, &r)); len(reply) < announceReplyLen {
+			t.Fatalf("reply %x is not an announce reply", reply)
+		}
+		return rec.last
+	}
+	if got := send(); got.NumWant != 50 || got.Addr.Addr() != srcV4.Addr() {
+		t.Errorf("before SetPolicy: tracker got numwant %d from %v, want 50 from %v", got.NumWant, got.Addr, srcV4.Addr())
+	}
+	if err := w.s.SetPolicy(Policy{DefaultNumWant: 7, AllowIPOverride: true}); err != nil {
+		t.Fatalf("SetPolicy: %v", err)
+	}
+	wantAddr := netip.MustParseAddr("198.51.100.9")
+	if got := send(); got.NumWant != 7 || got.Addr.Addr() != wantAddr {
+		t.Errorf("after SetPolicy: tracker got numwant %d from %v, want 7 from %v", got.NumWant, got.Addr, wantAddr)
+	}
+	if err := w.s.SetPolicy(Policy{DefaultNumWant: -1}); err == nil {
+		t.Error("SetPolicy accepted a negative DefaultNumWant")
+	}
+	if p := w.s.Policy(); p.DefaultNumWant != 7 || !p.AllowIPOverride {
+		t.Errorf("after a refused SetPolicy: Policy() = %+v, want the previous policy", p)
+	}
+}
