@@ -146,8 +146,9 @@ func (s *Server) announce(x *exchange, client netip.Addr, urlData []byte, rawQue
 	if err := ParseAnnounce(rawQuery, q); err != nil {
 		return appendFailure(x.out[:0], err.Error(), 0)
 	}
+	pol := s.policy.Load()
 	addr := client
-	if s.cfg.AllowIPParam {
+	if pol.AllowIPParam {
 		addr = q.addrFor(client)
 	}
 	x.req = tracker.AnnounceRequest{
@@ -168,7 +169,7 @@ func (s *Server) announce(x *exchange, client netip.Addr, urlData []byte, rawQue
 		return s.appendError(x.out[:0], err)
 	}
 	x.peers = res.Peers[:0] // keep the buffer if the tracker grew it
-	return s.appendAnnounce(x.out[:0], client, q.Compact, &res)
+	return s.appendAnnounce(x.out[:0], client, q.Compact, !pol.NoExternalIP, &res)
 }
 
 // addrFor returns the address given by an ip, ipv4 or ipv6 parameter of
@@ -206,13 +207,13 @@ func (q *AnnounceQuery) addrFor(client netip.Addr) netip.Addr {
 // dictionary model) for either family and peers6 is left out. The table
 // keeps no peer IDs (they would cost 20 bytes a peer), so the entries have
 // no "peer id", as if every client had sent no_peer_id.
-func (s *Server) appendAnnounce(dst []byte, client netip.Addr, compact bool, res *tracker.AnnounceResponse) []byte {
+func (s *Server) appendAnnounce(dst []byte, client netip.Addr, compact, externalIP bool, res *tracker.AnnounceResponse) []byte {
 	dst = append(dst, 'd')
 	dst = AppendString(dst, "complete")
 	dst = AppendUint(dst, uint64(res.Counts.Seeders))
 	dst = AppendString(dst, "downloaded")
 	dst = AppendUint(dst, uint64(res.Counts.Completed))
-	if !s.cfg.NoExternalIP {
+	if externalIP {
 		dst = AppendString(dst, "external ip")
 		if client.Is4() {
 			a := client.As4()
@@ -278,10 +279,11 @@ func appendPeerDicts(dst []byte, v4 bool, peers []byte) []byte {
 // scrape returns the reply in x.out, or nil for a full scrape (no
 // info_hash) when Config.FullScrape is on: the caller answers that.
 func (s *Server) scrape(x *exchange, rawQuery string) []byte {
-	hashes, err := ParseScrape(rawQuery, x.hashes[:0], s.cfg.MaxScrape)
+	pol := s.policy.Load()
+	hashes, err := ParseScrape(rawQuery, x.hashes[:0], pol.MaxScrape)
 	switch {
 	case err == ErrTooManyInfoHashes:
-		return appendFailure(x.out[:0], s.tooMany, 0)
+		return appendFailure(x.out[:0], pol.tooMany, 0)
 	case err != nil:
 		return appendFailure(x.out[:0], err.Error(), 0)
 	case len(hashes) == 0 && s.full != nil:

@@ -209,9 +209,11 @@ type Server struct {
 	addrs []netip.AddrPort
 	pool  sync.Pool // of *exchange
 
+	// policy is swapped whole by SetPolicy and loaded once per request.
+	policy atomic.Pointer[policy]
+
 	realIPHeader string           // canonical
 	forwardedFor bool             // realIPHeader is X-Forwarded-For: a list
-	tooMany      string           // failure reason for more than MaxScrape
 	maxPeers     int              // tracker's MaxNumWant
 	full         *fullScrape      // nil unless Config.FullScrape
 	now          func() time.Time // time.Now; tests set another clock
@@ -222,6 +224,40 @@ type Server struct {
 
 	served atomic.Bool
 	closed atomic.Bool
+}
+
+// A Policy is the part of a Server's behaviour that may change while it
+// serves; everything else in Config needs a new Server. Its fields mean
+// what the Config fields of the same name mean.
+type Policy struct {
+	AllowIPParam bool
+	NoExternalIP bool
+	MaxScrape    int // zero means 64; at most 1024
+}
+
+// policy is a Policy with what the hot path derives from it.
+type policy struct {
+	Policy
+	tooMany string // failure reason for more than MaxScrape
+}
+
+func newPolicy(p Policy) *policy {
+	return &policy{Policy: p, tooMany: fmt.Sprintf("too many info_hash values (at most %d)", p.MaxScrape)}
+}
+
+// Policy returns the policy in effect, defaults filled in.
+func (s *Server) Policy() Policy { return s.policy.Load().Policy }
+
+// SetPolicy replaces the policy for every request that starts after it
+// returns, or returns an error naming the field out of range and keeps the
+// policy in effect.
+func (s *Server) SetPolicy(p Policy) error {
+	if p.MaxScrape < 0 || p.MaxScrape > maxMaxScrape {
+		return fmt.Errorf("httpcompat: MaxScrape %d out of range (0 means 64, at most %d)", p.MaxScrape, maxMaxScrape)
+	}
+	setDefault(&p.MaxScrape, 64)
+	s.policy.Store(newPolicy(p))
+	return nil
 }
 
 // Listen opens the listeners for cfg and returns a Server ready to Serve,
@@ -261,11 +297,11 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 		t:            t,
 		log:          cfg.Logger,
 		realIPHeader: textproto.CanonicalMIMEHeaderKey(cfg.RealIPHeader),
-		tooMany:      fmt.Sprintf("too many info_hash values (at most %d)", cfg.MaxScrape),
 		maxPeers:     t.Config().MaxNumWant,
 		now:          time.Now,
 		stats:        new(counters),
 	}
+	s.policy.Store(newPolicy(Policy{AllowIPParam: cfg.AllowIPParam, NoExternalIP: cfg.NoExternalIP, MaxScrape: cfg.MaxScrape}))
 	if cfg.FullScrape {
 		s.full = newFullScrape(t.Peers(), &cfg)
 	}

@@ -892,3 +892,32 @@ func TestCloseWhileServing(t *testing.T) {
 		t.Fatal("Serve did not return after Close")
 	}
 }
+
+// TestSetPolicy checks that a new policy applies to the next request and
+// that a bad one is refused and the old one kept.
+func TestSetPolicy(t *testing.T) {
+	ts := startServerCfg(t, Config{Addrs: []string{"127.0.0.1:0"}, MaxScrape: 3})
+	ih := hashOf("policy")
+	if m := ts.announce(t, ts.v4, ih, 15001, "100", ""); m["external ip"] == nil {
+		t.Errorf("before SetPolicy: announce reply %v has no external ip", m)
+	}
+	four := "/scrape?" + strings.Repeat("info_hash="+escape(ih[:])+"&", 4)
+	if got, want := ts.failure(t, ts.v4+four), "too many info_hash values (at most 3)"; got != want {
+		t.Errorf("before SetPolicy: scrape of 4: failure %q, want %q", got, want)
+	}
+	if err := ts.s.SetPolicy(Policy{NoExternalIP: true, MaxScrape: 4}); err != nil {
+		t.Fatalf("SetPolicy: %v", err)
+	}
+	if m := ts.announce(t, ts.v4, ih, 15002, "100", ""); m["external ip"] != nil {
+		t.Errorf("after SetPolicy: announce reply %v has an external ip", m)
+	}
+	if m := ts.get(t, ts.v4+four); m["failure reason"] != nil {
+		t.Errorf("after SetPolicy: scrape of 4 refused: %v", m)
+	}
+	if err := ts.s.SetPolicy(Policy{MaxScrape: maxMaxScrape + 1}); err == nil || !strings.Contains(err.Error(), "MaxScrape") {
+		t.Errorf("SetPolicy(MaxScrape %d) = %v, want an error naming MaxScrape", maxMaxScrape+1, err)
+	}
+	if p := ts.s.Policy(); p != (Policy{NoExternalIP: true, MaxScrape: 4}) {
+		t.Errorf("after a refused SetPolicy: Policy() = %+v, want the previous policy", p)
+	}
+}
