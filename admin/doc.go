@@ -1,7 +1,8 @@
 // Package admin serves the tracker's operations endpoints on a listener of
-// their own, apart from the frontends: Prometheus metrics at /metrics,
-// liveness at /healthz, readiness at /readyz and, when Config.Pprof is on,
-// the runtime profiles at /debug/pprof/. It is meant for loopback or a
+// their own, apart from the frontends: a status page for people at /,
+// Prometheus metrics at /metrics, liveness at /healthz, readiness at
+// /readyz and, when Config.Pprof is on, the runtime profiles at
+// /debug/pprof/. It is meant for loopback or a
 // private network: by default it listens on 127.0.0.1:6880, and nothing
 // it serves is for BitTorrent clients.
 //
@@ -28,6 +29,16 @@
 // Sources.Ready reports true (the daemon says so once every frontend is
 // serving, and stops saying so as it begins to stop); otherwise 503, so a
 // load balancer takes the process out before its frontends close.
+//
+// The status page is HTML rendered on the server from status.html, with
+// no script and nothing fetched from elsewhere: version and uptime, the
+// peer table's counts, the health of each dependency in Sources.Health,
+// and requests per second by protocol over the last ten minutes as an
+// SVG line chart. It reloads itself every ten seconds. The chart's
+// history is the one piece of state admin keeps: while Serve runs, a
+// sampler reads the UDP and HTTP request counters every five seconds and
+// keeps the rates between readings in a fixed ring of 120 points, so
+// the page shows nothing from before Serve began.
 //
 // A Server is safe for concurrent use. Serve owns every goroutine it
 // starts and returns only after they are done.

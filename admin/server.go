@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,10 +57,11 @@ func (c *Config) Check() error {
 }
 
 // Sources are where a Server reads what it reports. Each function is
-// called once per scrape of /metrics (Ready once per /readyz), from the
-// request's goroutine, so it must be safe for concurrent use. A nil
-// function leaves its metrics out: a frontend that is switched off is
-// absent rather than zero.
+// called once per scrape of /metrics or view of the status page (Ready
+// once per /readyz), from the request's goroutine, and UDP and HTTP also
+// every five seconds for the status page's chart, so it must be safe for
+// concurrent use. A nil function leaves its metrics out: a frontend that
+// is switched off is absent rather than zero.
 type Sources struct {
 	// Version is reported as the version label of chihaya_build_info.
 	Version string
@@ -69,6 +71,12 @@ type Sources struct {
 	// Ready reports whether the tracker is serving. Nil means it is
 	// whenever the Server is.
 	Ready func() bool
+	// Start is when the process started, for the status page's uptime.
+	// Zero means when Listen made the Server.
+	Start time.Time
+	// Health lists the dependencies the status page shows, probed once
+	// per view. Nil means Redis and PostgreSQL, both not configured.
+	Health []Check
 }
 
 // Server answers the operations endpoints on its listener.
@@ -79,6 +87,10 @@ type Server struct {
 	srv   *http.Server
 	ln    net.Listener
 	addrs []netip.AddrPort
+
+	start time.Time     // Sources.Start or when the Server was made
+	rates history       // the status page's chart, filled while serving
+	pages chan struct{} // a slot per status page being rendered
 
 	served  atomic.Bool
 	serving atomic.Bool // between Serve's start and its stop
@@ -119,7 +131,10 @@ func newServer(cfg Config, src Sources) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, src: src, log: cfg.Logger}
+	s := &Server{cfg: cfg, src: src, log: cfg.Logger, start: src.Start, pages: make(chan struct{}, 4)}
+	if s.start.IsZero() {
+		s.start = time.Now()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -136,6 +151,7 @@ func newServer(cfg Config, src Sources) (*Server, error) {
 		MaxRequestsInFlight: 4,
 		Timeout:             30 * time.Second,
 	}))
+	mux.HandleFunc("GET /{$}", s.status)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	// WriteTimeout ends a slow scrape; a profile runs for as many
@@ -183,6 +199,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("admin: Serve on a Server without a listener")
 	}
 	s.serving.Store(true)
+	var wg sync.WaitGroup
+	sctx, stopSampling := context.WithCancel(ctx)
+	wg.Go(func() { s.sample(sctx) })
+	defer wg.Wait()
+	defer stopSampling()
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
 	var err error
