@@ -41,21 +41,24 @@ type history struct {
 }
 
 // add records the counters read at now and, from the second call on,
-// the rates since the previous call. A clock that did not advance
-// yields no point.
+// the rates since the previous reading. A reading less than half of
+// sampleEvery after the previous one (or before it) is dropped: a rate
+// over a few milliseconds says little.
 func (h *history) add(now time.Time, cur totals) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.prevAt.IsZero() {
-		if dt := now.Sub(h.prevAt).Seconds(); dt > 0 {
-			h.pts[h.next] = ratePoint{
-				at:   now,
-				udp:  rate(h.prev.udp, cur.udp, cur.udpOn, dt),
-				http: rate(h.prev.http, cur.http, cur.httpOn, dt),
-			}
-			h.next = (h.next + 1) % historyLen
-			h.n = min(h.n+1, historyLen)
+		dt := now.Sub(h.prevAt)
+		if dt < sampleEvery/2 {
+			return
 		}
+		h.pts[h.next] = ratePoint{
+			at:   now,
+			udp:  rate(h.prev.udp, cur.udp, cur.udpOn, dt.Seconds()),
+			http: rate(h.prev.http, cur.http, cur.httpOn, dt.Seconds()),
+		}
+		h.next = (h.next + 1) % historyLen
+		h.n = min(h.n+1, historyLen)
 	}
 	h.prev, h.prevAt = cur, now
 }

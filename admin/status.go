@@ -91,8 +91,9 @@ type chartLine struct {
 }
 
 type chartTick struct {
-	Pos   float64 // y for YTicks, x for XTicks
-	Label string
+	Pos    float64 // y for YTicks, x for XTicks
+	Label  string
+	Anchor string // an XTick's text-anchor, so that the end labels fit
 }
 
 // status renders the page. Concurrent renders are limited like scrapes:
@@ -204,8 +205,9 @@ func drawChart(now time.Time, pts []ratePoint, udpOn, httpOn bool) chart {
 		v := top * float64(i) / chartTicks
 		c.YTicks = append(c.YTicks, chartTick{Pos: y(v), Label: strconv.FormatFloat(v, 'g', 4, 64)})
 	}
-	for i, label := range []string{"−10 min", "−5 min", "now"} {
-		c.XTicks = append(c.XTicks, chartTick{Pos: plotLeft + float64(i)*(plotRight-plotLeft)/2, Label: label})
+	for i, t := range []chartTick{{Label: "−10 min", Anchor: "start"}, {Label: "−5 min", Anchor: "middle"}, {Label: "now", Anchor: "end"}} {
+		t.Pos = plotLeft + float64(i)*(plotRight-plotLeft)/2
+		c.XTicks = append(c.XTicks, t)
 	}
 	return c
 }

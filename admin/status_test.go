@@ -159,7 +159,8 @@ func TestHistoryRates(t *testing.T) {
 	}
 	h.add(t0.Add(5*time.Second), totals{udp: 1500, http: 60, udpOn: true, httpOn: true})
 	h.add(t0.Add(15*time.Second), totals{udp: 1500, http: 160, udpOn: true, httpOn: true})
-	h.add(t0.Add(15*time.Second), totals{udp: 9999, http: 9999, udpOn: true, httpOn: true}) // clock stood still
+	h.add(t0.Add(17*time.Second), totals{udp: 9999, http: 9999, udpOn: true, httpOn: true}) // too soon: dropped
+	h.add(t0.Add(14*time.Second), totals{udp: 9999, http: 9999, udpOn: true, httpOn: true}) // clock went back: dropped
 	h.add(t0.Add(20*time.Second), totals{udp: 10, http: 10009, udpOn: true})                // counter went back; HTTP off
 	want := []ratePoint{
 		{at: t0.Add(5 * time.Second), udp: 100, http: 2},
