@@ -75,29 +75,52 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, cfg, newLogger(cfg, stderr))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log, level := newLogger(cfg, stderr)
+	d, err := start(cfg, log)
+	if err != nil {
+		return err
+	}
+	d.path, d.level, d.hup = *configPath, level, hup
+	return d.run(ctx)
 }
 
-func newLogger(cfg Config, w io.Writer) *slog.Logger {
+// newLogger returns the daemon's logger and the level it logs at, which a
+// reload may change.
+func newLogger(cfg Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	opts, _ := cfg.logHandlerOptions() // checked by LoadConfig
+	level := new(slog.LevelVar)
+	level.Set(opts.Level.Level())
+	opts.Level = level
 	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), level
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), level
 }
 
 // A daemon is the running tracker: the peer table, its frontends and the
 // admin listener that reports on them.
 type daemon struct {
-	cfg   Config
+	cfg   Config // as started; a reload leaves it alone
 	log   *slog.Logger
 	table *peertable.Table
+	core  *tracker.Tracker
 	udp   *udp.Server        // nil when disabled
 	http  *httpcompat.Server // nil when disabled
 	admin *admin.Server      // nil when disabled
 	// ready is true while every frontend is serving: from when run has
 	// started them until it begins to stop them (admin's /readyz).
 	ready atomic.Bool
+
+	// Set by the caller of start before run, for reload; all optional.
+	path  string           // the -config file a SIGHUP re-reads
+	level *slog.LevelVar   // the logger's level; nil: log.level needs a restart
+	hup   <-chan os.Signal // SIGHUP; nil: run never reloads by itself
+
+	reloadMu sync.Mutex // serializes reloads; guards the field below
+	live     Config     // cfg with every reload applied
 }
 
 // start builds every part from cfg and opens the listening sockets, so that
@@ -111,7 +134,7 @@ func start(cfg Config, log *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{cfg: cfg, log: log, table: table}
+	d := &daemon{cfg: cfg, log: log, table: table, core: core, live: cfg}
 	if !cfg.UDP.Disabled {
 		if d.udp, err = udp.Listen(cfg.udp(log), core); err != nil {
 			return nil, err
@@ -196,19 +219,10 @@ func (d *daemon) adminAddrs() []netip.AddrPort {
 	return d.admin.Addrs()
 }
 
-// serve runs the tracker until ctx is done, then stops every part within
-// the configured shutdown timeout.
-func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	d, err := start(cfg, log)
-	if err != nil {
-		return err
-	}
-	return d.run(ctx)
-}
-
-// run serves until ctx is done or a part fails, then stops them all and,
-// once the frontends have stopped, writes the snapshot if one is
-// configured. The admin listener stops last, so that /readyz says 503
+// run serves until ctx is done or a part fails, reloading the config on
+// each signal from d.hup; then it stops every part and, once the
+// frontends have stopped, writes the snapshot if one is configured. The
+// admin listener stops last, so that /readyz says 503
 // while the frontends finish their in-flight requests.
 func (d *daemon) run(ctx context.Context) error {
 	cfg, log := d.cfg, d.log
@@ -235,14 +249,20 @@ func (d *daemon) run(ctx context.Context) error {
 	d.ready.Store(true)
 
 	var first error
-	select {
-	case <-ctx.Done():
-		log.Info("stopping", "timeout", cfg.shutdownTimeout())
-	case first = <-errc:
-		if first == nil {
-			first = errors.New("a server returned before shutdown")
+	for stopping := false; !stopping; {
+		select {
+		case <-d.hup:
+			d.reload(d.path) // it logs what it did
+		case <-ctx.Done():
+			stopping = true
+			log.Info("stopping", "timeout", cfg.shutdownTimeout())
+		case first = <-errc:
+			stopping = true
+			if first == nil {
+				first = errors.New("a server returned before shutdown")
+			}
+			log.Error("a server stopped unexpectedly; shutting down", "err", first)
 		}
-		log.Error("a server stopped unexpectedly; shutting down", "err", first)
 	}
 	d.ready.Store(false)
 	cancel()

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+
+	"github.com/chihaya/chihaya/httpcompat"
+	"github.com/chihaya/chihaya/udp"
+)
+
+// reloadable are the keys a reload applies to the running daemon. Any
+// other key that changes needs a restart: a reload warns about it and
+// keeps the running value.
+var reloadable = map[string]bool{
+	"log.level":               true,
+	"tracker.interval":        true,
+	"tracker.min_interval":    true,
+	"tracker.default_numwant": true,
+	"tracker.max_numwant":     true,
+	"udp.allow_ip_override":   true,
+	"http.allow_ip_param":     true,
+	"http.external_ip":        true,
+	"http.max_scrape":         true,
+}
+
+// reload reads the config file at path and applies its reloadable keys,
+// logging each key it changed and each changed key that needs a restart.
+// A file that LoadConfig refuses changes nothing. The peer table, the
+// sockets and the connections are never touched. It is safe to call from
+// any goroutine while run runs.
+func (d *daemon) reload(path string) error {
+	next, err := LoadConfig(path)
+	if err != nil {
+		d.log.Error("reload refused; the running config stays", "err", err)
+		return err
+	}
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	changed, restart := mergeReloadable(&next, d.live, d.level != nil)
+	for _, k := range restart {
+		d.log.Warn("reload: key needs a restart; the running value stays", "key", k)
+	}
+	// LoadConfig has checked every value, so the setters accept them;
+	// an error here is a bug, and nothing has changed yet when it comes
+	// from the first setter, the only one that checks much.
+	if err := d.core.SetConfig(next.tracker()); err != nil {
+		d.log.Error("reload refused; the running config stays", "err", err)
+		return err
+	}
+	if d.udp != nil {
+		p := udp.Policy{DefaultNumWant: d.core.Config().DefaultNumWant, AllowIPOverride: next.UDP.AllowIPOverride}
+		if err := d.udp.SetPolicy(p); err != nil {
+			d.log.Error("reload: udp policy not applied", "err", err)
+		}
+	}
+	if d.http != nil {
+		p := httpcompat.Policy{
+			AllowIPParam: next.HTTP.AllowIPParam,
+			NoExternalIP: next.HTTP.ExternalIP != nil && !*next.HTTP.ExternalIP,
+			MaxScrape:    next.HTTP.MaxScrape,
+		}
+		if err := d.http.SetPolicy(p); err != nil {
+			d.log.Error("reload: http policy not applied", "err", err)
+		}
+	}
+	if d.level != nil {
+		opts, _ := next.logHandlerOptions() // checked by LoadConfig
+		d.level.Set(opts.Level.Level())
+	}
+	d.live = next
+	d.log.Info("reloaded", "path", path, "changed", strings.Join(changed, " "), "needs_restart", strings.Join(restart, " "))
+	return nil
+}
+
+// mergeReloadable compares next with live key by key. It returns the
+// reloadable keys that differ, and the other keys that differ, which it
+// sets in next back to their live values. With level false, log.level
+// counts as needing a restart.
+func mergeReloadable(next *Config, live Config, level bool) (changed, restart []string) {
+	nv, lv := reflect.ValueOf(next).Elem(), reflect.ValueOf(live)
+	for i, sec := range reflect.VisibleFields(nv.Type()) {
+		ns, ls := nv.Field(i), lv.Field(i)
+		for j, f := range reflect.VisibleFields(sec.Type) {
+			if reflect.DeepEqual(ns.Field(j).Interface(), ls.Field(j).Interface()) {
+				continue
+			}
+			key := sec.Tag.Get("toml") + "." + f.Tag.Get("toml")
+			if reloadable[key] && (level || key != "log.level") {
+				changed = append(changed, key)
+			} else {
+				restart = append(restart, key)
+				ns.Field(j).Set(ls.Field(j))
+			}
+		}
+	}
+	return changed, restart
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestReload checks that a reload changes the interval and the log level
+// of a running daemon without losing its peers, that a bad file changes
+// nothing, and that a changed listen address is reported and ignored.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const base = "[udp]\naddrs = [\"127.0.0.1:0\"]\nworkers = 1\n" +
+		"[http]\naddrs = [\"127.0.0.1:0\"]\n[admin]\naddr = \"127.0.0.1:0\"\n"
+	first := write("first.toml", base+"[log]\nlevel = \"info\"\n[tracker]\ninterval = \"30m\"\n")
+	second := write("second.toml", base+"[log]\nlevel = \"debug\"\n[tracker]\ninterval = \"10m\"\n")
+	bad := write("bad.toml", base+"[tracker]\ninterval = \"5m\"\nintervall = \"5m\"\n")
+	moved := write("moved.toml", strings.Replace(base, "127.0.0.1:0", "127.0.0.1:1", 1)+
+		"[log]\nlevel = \"debug\"\n[tracker]\ninterval = \"10m\"\n")
+
+	cfg, err := LoadConfig(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	log, level := newLogger(cfg, &logs)
+	d, err := start(cfg, log)
+	if err != nil {
+		t.Skipf("cannot listen on loopback: %v", err)
+	}
+	hup := make(chan os.Signal, 1)
+	d.level, d.path, d.hup = level, first, hup
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- d.run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(cfg.shutdownTimeout() + 5*time.Second):
+			t.Error("run did not return within the shutdown timeout")
+		}
+	}()
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	announce := func(port int) string {
+		t.Helper()
+		url := fmt.Sprintf("http://%s/announce?info_hash=%%01%%02%%03%%04%%05%%06%%07%%08%%09%%0A%%0B%%0C%%0D%%0E%%0F%%10%%11%%12%%13%%14"+
+			"&peer_id=-TE0001-%012d&port=%d&uploaded=0&downloaded=0&left=100", d.httpAddrs()[0], port, port)
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: status %d, body %q, err %v", url, resp.StatusCode, body, err)
+		}
+		return string(body)
+	}
+	// The compact entry of the peer announced before the reload.
+	before := "\x7f\x00\x00\x01\x1a\xe1" // 127.0.0.1:6881
+
+	if body := announce(6881); !strings.Contains(body, "8:intervali1800e") {
+		t.Fatalf("announce before reload = %q, want interval 1800", body)
+	}
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("debug logging on before the reload to level debug")
+	}
+
+	if err := d.reload(second); err != nil {
+		t.Fatalf("reload(%s) = %v", second, err)
+	}
+	body := announce(6882)
+	if !strings.Contains(body, "8:intervali600e") {
+		t.Errorf("announce after reload = %q, want interval 600", body)
+	}
+	if !strings.Contains(body, before) {
+		t.Errorf("announce after reload = %q, want the peer announced before it", body)
+	}
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		t.Error("debug logging off after a reload to level debug")
+	}
+	if out := logs.String(); !strings.Contains(out, "msg=reloaded") || !strings.Contains(out, "tracker.interval") || !strings.Contains(out, "log.level") {
+		t.Errorf("log after reload lacks \"reloaded\" naming tracker.interval and log.level:\n%s", out)
+	}
+
+	if err := d.reload(bad); err == nil || !strings.Contains(err.Error(), "tracker.intervall") {
+		t.Errorf("reload(%s) = %v, want an error naming tracker.intervall", bad, err)
+	}
+	if body := announce(6883); !strings.Contains(body, "8:intervali600e") {
+		t.Errorf("announce after a refused reload = %q, want interval 600 still", body)
+	}
+	if out := logs.String(); !strings.Contains(out, "reload refused") {
+		t.Errorf("log after a bad reload lacks \"reload refused\":\n%s", out)
+	}
+
+	addrs := d.udpAddrs()
+	if err := d.reload(moved); err != nil {
+		t.Fatalf("reload(%s) = %v", moved, err)
+	}
+	if out := logs.String(); !strings.Contains(out, "needs a restart") || !strings.Contains(out, "key=udp.addrs") {
+		t.Errorf("log after changing udp.addrs does not say it needs a restart:\n%s", out)
+	}
+	if got := d.live.UDP.Addrs; len(got) != 1 || got[0] != "127.0.0.1:0" {
+		t.Errorf("udp.addrs after reload = %q, want the running [127.0.0.1:0]", got)
+	}
+	if got := d.udpAddrs(); len(got) != len(addrs) || got[0] != addrs[0] {
+		t.Errorf("UDP addresses after reload = %v, want %v", got, addrs)
+	}
+	if body := announce(6884); !strings.Contains(body, "8:intervali600e") || !strings.Contains(body, before) {
+		t.Errorf("announce after the restart-only reload = %q, want interval 600 and the first peer", body)
+	}
+
+	// What SIGHUP does: run re-reads d.path, here the first file again.
+	hup <- syscall.SIGHUP
+	for deadline := time.Now().Add(5 * time.Second); d.core.Config().Interval != 30*time.Minute; {
+		if time.Now().After(deadline) {
+			t.Fatalf("interval %v 5s after a SIGHUP to reload %s, want 30m", d.core.Config().Interval, first)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if body := announce(6885); !strings.Contains(body, "8:intervali1800e") {
+		t.Errorf("announce after the SIGHUP = %q, want interval 1800", body)
+	}
+}
