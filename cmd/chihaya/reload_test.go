@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,5 +164,21 @@ func TestReload(t *testing.T) {
 	}
 	if body := announce(6885); !strings.Contains(body, "8:intervali1800e") {
 		t.Errorf("announce after the SIGHUP = %q, want interval 1800", body)
+	}
+}
+
+// TestReloadableKeysExist keeps the reloadable list in step with Config:
+// a misspelt or removed key would silently need a restart.
+func TestReloadableKeysExist(t *testing.T) {
+	keys := map[string]bool{}
+	for sec := range reflect.TypeFor[Config]().Fields() {
+		for f := range sec.Type.Fields() {
+			keys[sec.Tag.Get("toml")+"."+f.Tag.Get("toml")] = true
+		}
+	}
+	for k := range reloadable {
+		if !keys[k] {
+			t.Errorf("reloadable key %s is not in Config", k)
+		}
 	}
 }
