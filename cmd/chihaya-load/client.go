@@ -87,6 +87,7 @@ type worker struct {
 	rx         []ipv4.Message
 	rxBufs     [][]byte
 	out        *outbox
+	pace       *pacer     // -rate's share of this socket, or nil
 	hashes     [][20]byte // scratch for scrapes
 	ann        announce
 	deadline   time.Duration // read deadline currently set
@@ -128,6 +129,7 @@ func newWorker(cfg *runConfig, wl *workload, conn *net.UDPConn, socket int, star
 		w.rx[i].Buffers = [][]byte{w.rxBufs[i]}
 	}
 	w.out = newOutbox(cfg.window, cfg.gso && gsoSupported(conn))
+	w.pace = newPacer(cfg.rate/float64(cfg.conns), cfg.window)
 	return w
 }
 
@@ -168,7 +170,13 @@ func (w *worker) run(end time.Duration, stop <-chan struct{}) error {
 			return nil // whatever is left neither counts as lost nor answered
 		}
 		if w.deadline <= now {
-			w.deadline = now + scanEvery
+			step := scanEvery
+			if w.pace != nil {
+				// Wake up for the next token, but not more than once a
+				// millisecond: the bucket saves what a wait earns.
+				step = min(step, max(time.Millisecond, w.pace.wait(now)))
+			}
+			w.deadline = now + step
 			if w.deadline > end && now < end {
 				w.deadline = end
 			}
@@ -267,7 +275,7 @@ func (w *worker) fill(now time.Duration) error {
 		o.bufs[kindConnect] = appendConnect(o.bufs[kindConnect], s.txID)
 		o.added(kindConnect, start)
 	}
-	for w.haveID && len(w.free) > 0 {
+	for w.haveID && len(w.free) > 0 && w.pace.take(now) {
 		job, tries := int64(-1), uint8(0)
 		if w.cfg.prefill > 0 {
 			var ok bool

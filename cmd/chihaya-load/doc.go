@@ -23,6 +23,10 @@
 // breaks BEP 15 counts as invalid, by reason; error replies are counted
 // with their text.
 //
+// -rate N holds the generator to N requests a second in all, each socket
+// or connection to its share, instead of as fast as the tracker answers
+// (for soak runs at a fraction of capacity).
+//
 // With -proto http it opens -conns HTTP/1.1 connections (64 unless
 // given), each with its own goroutine and one request in flight:
 // GET /announce (compact=1) and /scrape, with the same workload. Its

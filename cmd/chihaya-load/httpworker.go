@@ -61,7 +61,8 @@ type httpWorker struct {
 	ann        announce
 	retry      []retryJob // prefill jobs to send again
 	jobsDone   bool
-	unexpected int // count of unexpected errors
+	unexpected int    // count of unexpected errors
+	pace       *pacer // -rate's share of this connection, or nil
 }
 
 func newHTTPWorker(cfg *runConfig, wl *workload, socket int, start time.Time) *httpWorker {
@@ -81,6 +82,7 @@ func newHTTPWorker(cfg *runConfig, wl *workload, socket int, start time.Time) *h
 		rr:     newReplyReader(),
 		req:    make([]byte, 0, 512+maxScrapeHashes*len("&info_hash=")+maxScrapeHashes*60),
 		hashes: make([][20]byte, 0, maxScrapeHashes),
+		pace:   newPacer(cfg.rate/float64(cfg.conns), 1),
 	}
 }
 
@@ -113,6 +115,12 @@ func (w *httpWorker) run(end time.Duration, stop <-chan struct{}) error {
 		now := w.now()
 		if now >= end {
 			return nil
+		}
+		if !w.pace.take(now) {
+			// Sleep for the next token, in steps short enough to see
+			// stop and end.
+			time.Sleep(min(w.pace.wait(now), scanEvery, end-now))
+			continue
 		}
 		job, tries := int64(-1), uint8(0)
 		if w.cfg.prefill > 0 {

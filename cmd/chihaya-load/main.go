@@ -39,6 +39,7 @@ type runConfig struct {
 	wait         time.Duration
 	quiet        bool
 	gso          bool
+	rate         float64 // requests a second over all conns; 0: no limit
 }
 
 // Protocols the generator speaks (-proto).
@@ -93,6 +94,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.scrape, "scrape", 0, "fraction of requests that are scrapes (0..1)")
 	fs.IntVar(&cfg.scrapeHashes, "scrape-hashes", 1, "info hashes per scrape (1..74)")
 	fs.StringVar(&cfg.events, "events", defaultEvents, "announce event weights")
+	fs.Float64Var(&cfg.rate, "rate", 0, "most requests a second, over all sockets or connections together (0: as fast as possible)")
 	fs.IntVar(&cfg.numWant, "numwant", 50, "peers asked for per announce (-1: tracker's default)")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the info hashes and of the random choices")
 	fs.DurationVar(&cfg.connIDTTL, "connid-ttl", time.Minute, "how long a UDP connection ID is used (BEP 15: at most 1m)")
@@ -254,6 +256,8 @@ func (c *runConfig) check() error {
 		return fmt.Errorf("-prefill must not be negative")
 	case c.prefill > 0 && (c.prefill+int64(c.torrents)-1)/int64(c.torrents) > 65535:
 		return fmt.Errorf("-prefill %d over -torrents %d puts more than 65535 peers (ports) in a torrent", c.prefill, c.torrents)
+	case c.rate < 0:
+		return fmt.Errorf("-rate must not be negative")
 	case c.wait < 0:
 		return fmt.Errorf("-wait must not be negative")
 	}
