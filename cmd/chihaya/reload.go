@@ -40,9 +40,8 @@ func (d *daemon) reload(path string) error {
 	for _, k := range restart {
 		d.log.Warn("reload: key needs a restart; the running value stays", "key", k)
 	}
-	// LoadConfig has checked every value, so the setters accept them;
-	// an error here is a bug, and nothing has changed yet when it comes
-	// from the first setter, the only one that checks much.
+	// LoadConfig has checked every value, so no setter should fail. The
+	// tracker's goes first: if it did fail, nothing would have changed.
 	if err := d.core.SetConfig(next.tracker()); err != nil {
 		d.log.Error("reload refused; the running config stays", "err", err)
 		return err
