@@ -196,6 +196,9 @@ func (c *Config) check() error {
 	if err != nil {
 		return fmt.Errorf("key tracker.peer_lifetime: %w", err)
 	}
+	if l := time.Duration(c.Tracker.PeerLifetime); l != 0 && l < c.interval() {
+		return fmt.Errorf("key tracker.peer_lifetime: %v is shorter than tracker.interval (%v), so peers would be dropped between announces; make it a little longer than the interval, or leave it out (interval plus a minute)", l, c.interval())
+	}
 	if _, err := tracker.New(c.tracker(), table); err != nil {
 		return fmt.Errorf("key %s: %w", trackerKey(err), err)
 	}
@@ -298,8 +301,23 @@ func (c *Config) logHandlerOptions() (*slog.HandlerOptions, error) {
 	return &slog.HandlerOptions{Level: lvl}, nil
 }
 
+// peertable derives the table's config. An unset peer lifetime follows
+// the interval (plus a minute of slack), so that raising the interval
+// alone never drops clients that announce on time.
 func (c *Config) peertable() peertable.Config {
-	return peertable.Config{PeerLifetime: time.Duration(c.Tracker.PeerLifetime)}
+	lifetime := time.Duration(c.Tracker.PeerLifetime)
+	if lifetime == 0 {
+		lifetime = c.interval() + time.Minute
+	}
+	return peertable.Config{PeerLifetime: lifetime}
+}
+
+// interval is tracker.interval with its default filled in.
+func (c *Config) interval() time.Duration {
+	if c.Tracker.Interval == 0 {
+		return 30 * time.Minute
+	}
+	return time.Duration(c.Tracker.Interval)
 }
 
 func (c *Config) tracker() tracker.Config {

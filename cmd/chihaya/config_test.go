@@ -105,6 +105,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"max packet", "[udp]\nmax_packet = 100\n", "udp.max_packet"},
 		{"batch", "[udp]\nbatch = 5000\n", "udp.batch"},
 		{"syntax", "[udp\n", "line 1"},
+		{"lifetime below interval", "[tracker]\ninterval = \"1h\"\npeer_lifetime = \"31m\"\n", "key tracker.peer_lifetime"},
 		{"udp connect rate", "[udp]\nconnect_rate = -1.0\n", "key udp.connect_rate"},
 		{"udp announce burst", "[udp]\nannounce_burst = -5\n", "key udp.announce_burst"},
 		{"http announce rate", "[http]\nannounce_rate = nan\n", "key http.announce_rate"},
@@ -192,5 +193,15 @@ func TestRateLimitKeysReachTheServers(t *testing.T) {
 	}
 	if h.AnnounceRate != 0.5 || h.AnnounceBurst != 2 {
 		t.Errorf("http config limit = %v/%d, want 0.5/2", h.AnnounceRate, h.AnnounceBurst)
+	}
+}
+
+func TestPeerLifetimeFollowsInterval(t *testing.T) {
+	var c Config
+	if err := decodeConfig([]byte("[tracker]\ninterval = \"2h\"\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.peertable().PeerLifetime; got != 2*time.Hour+time.Minute {
+		t.Errorf("peer lifetime with interval 2h = %v, want 2h1m", got)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/chihaya/chihaya/httpcompat"
@@ -39,6 +40,15 @@ func (d *daemon) reload(path string) error {
 	changed, restart := mergeReloadable(&next, d.live, d.level != nil)
 	for _, k := range restart {
 		d.log.Warn("reload: key needs a restart; the running value stays", "key", k)
+	}
+	// The peer lifetime needs a restart, so a longer interval would have
+	// clients dropped between their announces: keep the running one.
+	if lifetime := d.cfg.peertable().PeerLifetime; next.interval() > lifetime {
+		d.log.Warn("reload: tracker.interval would exceed the running peer lifetime; the running interval stays until a restart",
+			"interval", next.interval(), "peer_lifetime", lifetime)
+		next.Tracker.Interval = d.live.Tracker.Interval
+		changed = slices.DeleteFunc(changed, func(k string) bool { return k == "tracker.interval" })
+		restart = append(restart, "tracker.interval")
 	}
 	// LoadConfig has checked every value, so no setter should fail. The
 	// tracker's goes first: if it did fail, nothing would have changed.

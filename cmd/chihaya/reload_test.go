@@ -137,6 +137,19 @@ func TestReload(t *testing.T) {
 		t.Errorf("log after a bad reload lacks \"reload refused\":\n%s", out)
 	}
 
+	// The running peer lifetime (31m) needs a restart to change, so an
+	// interval beyond it is not applied.
+	long := write("long.toml", base+"[tracker]\ninterval = \"2h\"\n")
+	if err := d.reload(long); err != nil {
+		t.Fatalf("reload(%s) = %v", long, err)
+	}
+	if body := announce(6884); !strings.Contains(body, "8:intervali600e") {
+		t.Errorf("announce after a reload to an interval beyond the peer lifetime = %q, want interval 600 still", body)
+	}
+	if out := logs.String(); !strings.Contains(out, "would exceed the running peer lifetime") {
+		t.Errorf("log lacks the warning about the interval exceeding the peer lifetime:\n%s", out)
+	}
+
 	addrs := d.udpAddrs()
 	if err := d.reload(moved); err != nil {
 		t.Fatalf("reload(%s) = %v", moved, err)
