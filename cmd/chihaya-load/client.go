@@ -81,8 +81,7 @@ type worker struct {
 	connecting bool          // a connect is in flight
 	lostRun    int           // requests lost since the last reply
 
-	retry    []retryJob // prefill jobs to send again
-	jobsDone bool       // prefill: no job left to take
+	jobs prefillJobs
 
 	rx         []ipv4.Message
 	rxBufs     [][]byte
@@ -99,6 +98,38 @@ type retryJob struct {
 	job   int64
 	tries uint8
 }
+
+// prefillJobs is one worker's share of -prefill: the jobs it must send
+// again, and whether the workload has any new ones left.
+type prefillJobs struct {
+	retry []retryJob
+	done  bool // no new job left to take
+}
+
+// next returns the next prefill job and how often it was sent before:
+// first the retries, then new jobs from wl.
+func (p *prefillJobs) next(wl *workload) (int64, uint8, bool) {
+	if n := len(p.retry); n > 0 {
+		r := p.retry[n-1]
+		p.retry = p.retry[:n-1]
+		return r.job, r.tries, true
+	}
+	if p.done {
+		return 0, 0, false
+	}
+	j, ok := wl.takeJob()
+	p.done = !ok
+	return j, 0, ok
+}
+
+// again queues a job whose request was lost.
+func (p *prefillJobs) again(job int64, tries uint8) {
+	p.retry = append(p.retry, retryJob{job, tries})
+}
+
+// finished reports whether every job has been taken and none waits to
+// be sent again.
+func (p *prefillJobs) finished() bool { return p.done && len(p.retry) == 0 }
 
 func newWorker(cfg *runConfig, wl *workload, conn *net.UDPConn, socket int, start time.Time) *worker {
 	v6 := cfg.target.Addr().Is6()
@@ -157,7 +188,7 @@ func (w *worker) run(end time.Duration, stop <-chan struct{}) error {
 			w.expire(now)
 			lastScan = now
 		}
-		stopping := now >= end || (w.cfg.prefill > 0 && w.jobsDone && len(w.retry) == 0)
+		stopping := now >= end || (w.cfg.prefill > 0 && w.jobs.finished())
 		if !stopping {
 			if err := w.fill(now); err != nil {
 				return err
@@ -223,7 +254,7 @@ func (w *worker) expire(now time.Duration) {
 		}
 		if s.job >= 0 {
 			if s.tries < maxTries {
-				w.retry = append(w.retry, retryJob{s.job, s.tries})
+				w.jobs.again(s.job, s.tries)
 			} else {
 				w.wl.prefillFailed.Add(1)
 			}
@@ -279,7 +310,7 @@ func (w *worker) fill(now time.Duration) error {
 		job, tries := int64(-1), uint8(0)
 		if w.cfg.prefill > 0 {
 			var ok bool
-			if job, tries, ok = w.nextJob(); !ok {
+			if job, tries, ok = w.jobs.next(w.wl); !ok {
 				break
 			}
 		}
@@ -307,22 +338,6 @@ func (w *worker) fill(now time.Duration) error {
 		}
 	}
 	return w.send()
-}
-
-// nextJob returns the next prefill job and how often it was sent before:
-// first the retries, then new jobs.
-func (w *worker) nextJob() (int64, uint8, bool) {
-	if n := len(w.retry); n > 0 {
-		r := w.retry[n-1]
-		w.retry = w.retry[:n-1]
-		return r.job, r.tries, true
-	}
-	if w.jobsDone {
-		return 0, 0, false
-	}
-	j, ok := w.wl.takeJob()
-	w.jobsDone = !ok
-	return j, 0, ok
 }
 
 // handle checks one reply and frees its slot.

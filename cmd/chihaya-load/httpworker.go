@@ -59,8 +59,7 @@ type httpWorker struct {
 	scratch    [1]byte
 	hashes     [][20]byte // of the scrape being sent
 	ann        announce
-	retry      []retryJob // prefill jobs to send again
-	jobsDone   bool
+	jobs       prefillJobs
 	unexpected int    // count of unexpected errors
 	pace       *pacer // -rate's share of this connection, or nil
 }
@@ -125,7 +124,7 @@ func (w *httpWorker) run(end time.Duration, stop <-chan struct{}) error {
 		job, tries := int64(-1), uint8(0)
 		if w.cfg.prefill > 0 {
 			var ok bool
-			if job, tries, ok = w.nextJob(); !ok {
+			if job, tries, ok = w.jobs.next(w.wl); !ok {
 				return nil
 			}
 		}
@@ -133,22 +132,6 @@ func (w *httpWorker) run(end time.Duration, stop <-chan struct{}) error {
 			return err
 		}
 	}
-}
-
-// nextJob returns the next prefill job and how often it was sent before:
-// first the retries, then new jobs.
-func (w *httpWorker) nextJob() (int64, uint8, bool) {
-	if n := len(w.retry); n > 0 {
-		r := w.retry[n-1]
-		w.retry = w.retry[:n-1]
-		return r.job, r.tries, true
-	}
-	if w.jobsDone {
-		return 0, 0, false
-	}
-	j, ok := w.wl.takeJob()
-	w.jobsDone = !ok
-	return j, 0, ok
 }
 
 // exchange sends one request, a prefill job if job >= 0, and checks its
@@ -256,7 +239,7 @@ func (w *httpWorker) failed(job int64, tries uint8, why bad) {
 	switch {
 	case job < 0:
 	case why == badNone && tries < maxTries:
-		w.retry = append(w.retry, retryJob{job, tries})
+		w.jobs.again(job, tries)
 	default:
 		w.wl.prefillFailed.Add(1)
 	}
