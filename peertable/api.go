@@ -37,6 +37,19 @@ type Config struct {
 	// that creating or removing a swarm copies a few dozen pointers, not
 	// thousands. It is a hint, not a limit. Zero means 65,536.
 	Swarms int
+
+	// RefreshEvery is the refresh period that decides ChangeRefresh: a
+	// re-announce reports it when it falls in a later period than the
+	// peer's previous announce, so a peer that keeps announcing is
+	// reported at least once every two periods, and a peer that
+	// announces less often than once a period on every announce. Zero
+	// means PeerLifetime/4.
+	RefreshEvery time.Duration
+
+	// OnExpire, if set, is called by Sweep for every peer it removes,
+	// with the swarm's lock held: it must be quick and must not call the
+	// Table. A mirror uses it to publish expiries.
+	OnExpire func(ih InfoHash, p Peer)
 }
 
 // Aux is what private mode remembers about a peer beside its address.
@@ -75,6 +88,11 @@ type Result struct {
 	// says whether there was one (Config.Accounting only).
 	Prev      Aux
 	PrevFound bool
+	// Change is what the announce changed (see Change).
+	Change Change
+	// Completed reports that this announce counted a completed download
+	// (event completed from a peer not known as a seeder).
+	Completed bool
 }
 
 // Stats are table-wide totals, for logs and metrics.
@@ -90,3 +108,31 @@ const (
 	PeerLenV4 = 4 + 2
 	PeerLenV6 = 16 + 2
 )
+
+// A Change says what an announce changed in the table, for a cache that
+// mirrors the table to other processes (conncache): they must learn of new
+// peers, role changes and departures at once, and of a peer that is merely
+// still there often enough to keep it, but not of every re-announce.
+type Change uint8
+
+const (
+	// ChangeNone: a re-announce of a known peer in the same role, within
+	// the same refresh period (Config.RefreshEvery) as its previous one.
+	ChangeNone Change = iota
+	// ChangeRefresh: as ChangeNone, but the first announce of the peer
+	// in a new refresh period. Mirrors republish the peer so that copies
+	// elsewhere do not expire.
+	ChangeRefresh
+	// ChangeAdded: the peer was not in the swarm.
+	ChangeAdded
+	// ChangeRole: the peer turned from leecher to seeder or back.
+	ChangeRole
+	// ChangeRemoved: the peer stopped and was removed.
+	ChangeRemoved
+)
+
+// Peer is one peer as Table.AppendPeers and Config.OnExpire report it.
+type Peer struct {
+	Addr   netip.AddrPort
+	Seeder bool
+}
