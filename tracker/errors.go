@@ -9,6 +9,10 @@ type ClientError struct {
 
 func (e *ClientError) Error() string { return e.msg }
 
+// Refusal returns a ClientError with text msg. Make refusals once, at
+// start, not per request: a remote peer decides how often they happen.
+func Refusal(msg string) *ClientError { return &ClientError{msg} }
+
 // Refusals the core returns. They are preallocated: a remote peer decides
 // how often they happen.
 var (
