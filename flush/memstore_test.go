@@ -1,0 +1,146 @@
+package flush
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/chihaya/chihaya/peertable"
+)
+
+// memStore is an in-memory Store that behaves like the postgres driver in
+// the ways the Flusher and the Accountant depend on, with failure
+// injection.
+type memStore struct {
+	mu sync.Mutex // guards the fields below
+	// fail, if set, is asked before each call; a non-nil error fails it.
+	// applied says whether the change was made anyway (a commit whose
+	// reply was lost).
+	fail      func(op string) (applied bool, err error)
+	processes map[ProcessID]bool
+	swarms    map[ProcessID]map[peertable.InfoHash]peertable.Counts
+	ledger    map[ProcessID]uint64 // newest applied seq
+	ut        map[utKey]UserTorrentDelta
+	users     map[uint32]UserDelta
+	attempts  []AccountingBatch // every ApplyAccounting call, deep copies
+	swarmLog  []SwarmBatch      // every WriteSwarms call, deep copies
+}
+
+func newMemStore() *memStore {
+	return &memStore{
+		processes: make(map[ProcessID]bool),
+		swarms:    make(map[ProcessID]map[peertable.InfoHash]peertable.Counts),
+		ledger:    make(map[ProcessID]uint64),
+		ut:        make(map[utKey]UserTorrentDelta),
+		users:     make(map[uint32]UserDelta),
+	}
+}
+
+var errInjected = errors.New("injected failure")
+
+func (m *memStore) Migrate(ctx context.Context) error { return nil }
+func (m *memStore) Close() error                      { return nil }
+
+// check runs the failure hook.
+func (m *memStore) check(op string) (apply bool, err error) {
+	if m.fail == nil {
+		return true, nil
+	}
+	return m.fail(op)
+}
+
+func (m *memStore) WriteSwarms(ctx context.Context, b *SwarmBatch) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cp := *b
+	cp.Upserts = slices.Clone(b.Upserts)
+	cp.Deletes = slices.Clone(b.Deletes)
+	m.swarmLog = append(m.swarmLog, cp)
+	apply, err := m.check("swarms")
+	if !apply {
+		return err
+	}
+	if !m.processes[b.Process] && !b.Full {
+		return ErrResync
+	}
+	m.processes[b.Process] = true
+	rows := m.swarms[b.Process]
+	if rows == nil || b.Full {
+		rows = make(map[peertable.InfoHash]peertable.Counts)
+		m.swarms[b.Process] = rows
+	}
+	for _, r := range b.Upserts {
+		rows[r.InfoHash] = r.Counts
+	}
+	for _, ih := range b.Deletes {
+		delete(rows, ih)
+	}
+	return err
+}
+
+func (m *memStore) RemoveProcess(ctx context.Context, p ProcessID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if apply, err := m.check("remove"); !apply {
+		return err
+	}
+	delete(m.processes, p)
+	delete(m.swarms, p)
+	return nil
+}
+
+func (m *memStore) ApplyAccounting(ctx context.Context, b *AccountingBatch) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cp := *b
+	cp.Torrents = slices.Clone(b.Torrents)
+	cp.Users = slices.Clone(b.Users)
+	m.attempts = append(m.attempts, cp)
+	apply, err := m.check("accounting")
+	if !apply {
+		return false, err
+	}
+	if b.Seq <= m.ledger[b.Process] {
+		return false, err
+	}
+	m.ledger[b.Process] = b.Seq
+	for _, d := range b.Torrents {
+		k := utKey{d.User, d.Torrent}
+		t := m.ut[k]
+		t.User, t.Torrent = d.User, d.Torrent
+		t.Uploaded += d.Uploaded
+		t.Downloaded += d.Downloaded
+		t.Snatches += d.Snatches
+		m.ut[k] = t
+	}
+	for _, d := range b.Users {
+		u := m.users[d.User]
+		u.User = d.User
+		u.Uploaded += d.Uploaded
+		u.Downloaded += d.Downloaded
+		u.Snatches += d.Snatches
+		m.users[d.User] = u
+	}
+	return err == nil, err
+}
+
+// totals returns copies of the applied per-user-torrent and per-user rows.
+func (m *memStore) totals() (map[utKey]UserTorrentDelta, map[uint32]UserDelta) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.ut), maps.Clone(m.users)
+}
+
+func (m *memStore) swarmsOf(p ProcessID) map[peertable.InfoHash]peertable.Counts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.swarms[p])
+}
+
+func (m *memStore) setFail(f func(op string) (applied bool, err error)) {
+	m.mu.Lock()
+	m.fail = f
+	m.mu.Unlock()
+}
