@@ -43,6 +43,9 @@ func playModel(t *testing.T, seed uint64, steps int) {
 	tb.Tick(now)
 	model := map[InfoHash]*mswarm{}
 	fresh := func(p peer) bool { return now.Sub(p.seen) <= life }
+	// period numbers a time as the table's refresh periods do: by the
+	// 16-bit stamp of whole seconds (the unit at this lifetime).
+	period := func(at time.Time) uint16 { return uint16(at.Unix()) / uint16(life/4/time.Second) }
 	r := rand.New(rand.NewPCG(seed, 2))
 
 	for step := range steps {
@@ -96,11 +99,23 @@ func playModel(t *testing.T, seed uint64, steps int) {
 		}
 		if s != nil {
 			old, found := s.peers[addr]
+			switch {
+			case a.Event == EventStopped && found:
+				want.Change = ChangeRemoved
+			case a.Event == EventStopped:
+			case !found:
+				want.Change = ChangeAdded
+			case old.seeder != a.Seeder:
+				want.Change = ChangeRole
+			case period(old.seen) != period(now):
+				want.Change = ChangeRefresh
+			}
 			if a.Event == EventStopped {
 				delete(s.peers, addr)
 			} else {
 				if a.Event == EventCompleted && !(found && old.seeder) {
 					s.completed++
+					want.Completed = true
 				}
 				s.peers[addr] = peer{a.Seeder, now, a.Aux}
 			}

@@ -3,7 +3,6 @@ package peertable
 import (
 	"net/netip"
 	"runtime"
-	"sync"
 	"sync/atomic"
 )
 
@@ -57,6 +56,21 @@ func keyOf(ap netip.AddrPort) (peerKey, family) {
 	}
 	b := a.As16()
 	return peerKey{hi: be64(b[:8]), lo: be64(b[8:]), tail: port}, fam6
+}
+
+// addrPort is the inverse of keyOf.
+func (k peerKey) addrPort(f family) netip.AddrPort {
+	port := uint16(k.tail >> 16)
+	if f == fam4 {
+		a := uint32(k.tail >> 32)
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), port)
+	}
+	var b [16]byte
+	for i := range 8 {
+		b[i] = byte(k.hi >> (56 - 8*i))
+		b[8+i] = byte(k.lo >> (56 - 8*i))
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(b), port)
 }
 
 func be64(b []byte) uint64 {
@@ -211,6 +225,13 @@ func (s *peerSet) findLocked(t *Table, f family, k *peerKey) position {
 		}
 	}
 	return 0
+}
+
+// seenLocked returns the last-seen stamp of the peer at p.
+func (s *peerSet) seenLocked(f family, p position) uint16 {
+	e := s.vec.Load().e
+	leech, i := p.split()
+	return f.seenAt(e, phys(len(e)/int(f), leech, i))
 }
 
 // auxLocked returns the Aux kept at p (Accounting only).
@@ -390,7 +411,8 @@ const sweepBatch = 1024
 // the hole has already been examined, and a peer added while mu was free
 // (at the end of its role) is fresh anyway. After the walk it shrinks an
 // array that has become mostly empty.
-func (s *peerSet) sweepLocked(t *Table, f family, mu *sync.Mutex, now uint16) int {
+func (s *peerSet) sweepLocked(t *Table, f family, sw *swarm, now uint16) int {
+	mu := &sw.mu
 	removed, budget := 0, sweepBatch
 	for _, leech := range [2]bool{false, true} {
 		ns, nl := unpack(s.cnt.Load())
@@ -404,7 +426,11 @@ func (s *peerSet) sweepLocked(t *Table, f family, mu *sync.Mutex, now uint16) in
 			if leech {
 				p = leecherPos(i)
 			}
-			if t.stale(now, f.seenAt(e, phys(len(e)/int(f), leech, i))) {
+			if j := phys(len(e)/int(f), leech, i); t.stale(now, f.seenAt(e, j)) {
+				if t.onExpire != nil {
+					k := f.keyAt(e, j)
+					t.onExpire(sw.ih, Peer{Addr: k.addrPort(f), Seeder: !leech})
+				}
 				s.removeLocked(t, f, p)
 				removed++
 			}

@@ -36,7 +36,9 @@ type Table struct {
 	now        atomic.Int64
 	unit       int64
 	life       uint16 // PeerLifetime in units, rounded up
+	refresh    uint16 // RefreshEvery in units, at least 1
 	accounting bool
+	onExpire   func(InfoHash, Peer)
 	sweepEvery time.Duration
 
 	// keepUntil is the clock (as now) until which the sweep keeps empty
@@ -97,12 +99,17 @@ func New(cfg Config) (*Table, error) {
 		return nil, fmt.Errorf("peertable: PeerLifetime %v out of range (0 to %v)", cfg.PeerLifetime, maxLifetime)
 	case cfg.Swarms < 0:
 		return nil, fmt.Errorf("peertable: Swarms %d is negative", cfg.Swarms)
+	case cfg.RefreshEvery < 0 || cfg.RefreshEvery > cfg.PeerLifetime && cfg.PeerLifetime != 0:
+		return nil, fmt.Errorf("peertable: RefreshEvery %v out of range (0 to PeerLifetime %v)", cfg.RefreshEvery, cfg.PeerLifetime)
 	}
 	if cfg.PeerLifetime == 0 {
 		cfg.PeerLifetime = defaultLifetime
 	}
 	if cfg.Swarms == 0 {
 		cfg.Swarms = defaultSwarms
+	}
+	if cfg.RefreshEvery == 0 {
+		cfg.RefreshEvery = cfg.PeerLifetime / 4
 	}
 	nshards := 1
 	for nshards < cfg.Swarms/swarmsPerShard && nshards < maxShards {
@@ -124,8 +131,11 @@ func New(cfg Config) (*Table, error) {
 		unit:       unit,
 		life:       uint16((secs + unit - 1) / unit),
 		accounting: cfg.Accounting,
+		onExpire:   cfg.OnExpire,
 		sweepEvery: min(max(cfg.PeerLifetime/4, time.Second), 30*time.Second),
 	}
+	rsecs := int64(cfg.RefreshEvery / time.Second)
+	t.refresh = uint16(min(max(1, rsecs/unit), int64(t.life)))
 	for i := range t.shards {
 		t.shards[i].p.Store(emptyBucket)
 	}
@@ -333,21 +343,28 @@ func (t *Table) updateLocked(s *swarm, a *Announce, f family, k *peerKey) Result
 	if a.Event == EventStopped {
 		if p != 0 {
 			set.removeLocked(t, f, p)
+			res.Change = ChangeRemoved
 		}
 		return res
 	}
 	if a.Event == EventCompleted && !wasSeeder {
 		s.addCompletedLocked()
+		res.Completed = true
 	}
 	now := t.stamp()
 	switch {
 	case p != 0 && wasSeeder == a.Seeder:
+		if prev := set.seenLocked(f, p); prev/t.refresh != now/t.refresh {
+			res.Change = ChangeRefresh
+		}
 		set.touchLocked(t, f, p, now, &a.Aux)
 	case p != 0:
 		set.removeLocked(t, f, p) // a role change: out of one region...
-		fallthrough
-	default:
 		set.addLocked(t, f, k, !a.Seeder, now, &a.Aux) // ...into the other
+		res.Change = ChangeRole
+	default:
+		set.addLocked(t, f, k, !a.Seeder, now, &a.Aux)
+		res.Change = ChangeAdded
 	}
 	return res
 }
@@ -404,10 +421,10 @@ func (t *Table) sweepSwarm(s *swarm) (removed int, dead bool) {
 		return 0, true
 	}
 	now := t.stamp()
-	removed = s.v4.sweepLocked(t, fam4, &s.mu, now)
+	removed = s.v4.sweepLocked(t, fam4, s, now)
 	v6 := s.v6.Load()
 	if v6 != nil {
-		removed += v6.sweepLocked(t, fam6, &s.mu, now)
+		removed += v6.sweepLocked(t, fam6, s, now)
 	}
 	if s.v4.size() == 0 && (v6 == nil || v6.size() == 0) {
 		if s.state.Load()&^deadBit != 0 && t.now.Load() < t.keepUntil.Load() {
