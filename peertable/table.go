@@ -359,7 +359,7 @@ func (t *Table) updateLocked(s *swarm, a *Announce, f family, k *peerKey) Result
 		}
 		set.touchLocked(t, f, p, now, &a.Aux)
 	case p != 0:
-		set.removeLocked(t, f, p) // a role change: out of one region...
+		set.removeLocked(t, f, p)                      // a role change: out of one region...
 		set.addLocked(t, f, k, !a.Seeder, now, &a.Aux) // ...into the other
 		res.Change = ChangeRole
 	default:
