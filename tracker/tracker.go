@@ -57,6 +57,7 @@ type Tracker struct {
 	// reply never mixes two policies.
 	cfg   atomic.Pointer[Config]
 	peers *peertable.Table
+	hooks Hooks // set before serving (SetHooks), read-only after
 }
 
 // New returns a Tracker over peers, or an error naming the Config field
@@ -86,6 +87,11 @@ func (t *Tracker) SetConfig(cfg Config) error {
 	t.cfg.Store(&cfg)
 	return nil
 }
+
+// SetHooks connects the core to a mirror, private-mode rules and
+// accounting. It must be called before the Tracker serves its first
+// request; hooks are not swapped while requests run.
+func (t *Tracker) SetHooks(h Hooks) { t.hooks = h }
 
 // Peers returns the table the Tracker serves.
 func (t *Tracker) Peers() *peertable.Table { return t.peers }
@@ -134,6 +140,15 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 	if !addr.IsValid() || addr.Is4In6() || addr.IsUnspecified() {
 		return AnnounceResponse{}, ErrInvalidAddress
 	}
+	h := &t.hooks
+	var grant Grant
+	if h.Auth != nil {
+		g, err := h.Auth.Authorize(Passkey(req.URLData), req)
+		if err != nil {
+			return AnnounceResponse{}, err
+		}
+		grant = g
+	}
 	cfg := t.cfg.Load()
 	want := req.NumWant
 	if want < 0 {
@@ -158,6 +173,28 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 	}
 	start := len(peers)
 	peers, res := t.peers.Announce(&a, peers)
+	if h.Mirror != nil && res.Change != peertable.ChangeNone {
+		h.Mirror.Changed(a.InfoHash, peertable.Peer{Addr: a.Addr, Seeder: a.Seeder}, res.Change, &res)
+	}
+	if h.Remote != nil {
+		// Other processes' peers fill what the local swarm could not.
+		// A peer that moved between processes may be counted by both
+		// until one of them forgets it.
+		size := peertable.PeerLenV4
+		if addr.Is6() {
+			size = peertable.PeerLenV6
+		}
+		var rc peertable.Counts
+		if got := (len(peers) - start) / size; want > got {
+			peers, rc = h.Remote.Select(a.InfoHash, a.Addr, a.Seeder, want-got, peers)
+		} else {
+			rc = h.Remote.Scrape(a.InfoHash)
+		}
+		res.Counts = addCounts(res.Counts, rc)
+	}
+	if h.Accountant != nil && h.Auth != nil {
+		h.Accountant.Account(grant, req)
+	}
 	return AnnounceResponse{
 		Interval:    uint32(cfg.Interval / time.Second),
 		MinInterval: uint32(cfg.MinInterval / time.Second),
@@ -168,5 +205,17 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 
 // Scrape returns the counts of the swarm ih; an unknown swarm has all zeros.
 func (t *Tracker) Scrape(ih peertable.InfoHash) peertable.Counts {
-	return t.peers.Scrape(ih)
+	c := t.peers.Scrape(ih)
+	if r := t.hooks.Remote; r != nil {
+		c = addCounts(c, r.Scrape(ih))
+	}
+	return c
+}
+
+func addCounts(a, b peertable.Counts) peertable.Counts {
+	return peertable.Counts{
+		Seeders:   a.Seeders + b.Seeders,
+		Leechers:  a.Leechers + b.Leechers,
+		Completed: a.Completed + b.Completed,
+	}
 }
