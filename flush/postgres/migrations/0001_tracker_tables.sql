@@ -21,7 +21,7 @@ CREATE TABLE chihaya_swarms (
 	completed     bigint      NOT NULL CHECK (completed >= 0),
 	last_activity timestamptz NOT NULL,
 	PRIMARY KEY (process, info_hash)
-);
+) WITH (fillfactor = 70); -- room for HOT updates: most flushes rewrite counts
 CREATE INDEX chihaya_swarms_info_hash ON chihaya_swarms (info_hash);
 
 -- Per-torrent counts summed over the processes whose heartbeat is fresh.
