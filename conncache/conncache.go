@@ -22,6 +22,10 @@ type Config struct {
 	Addrs []string
 	// MasterName is the Sentinel master name; empty means no Sentinel.
 	MasterName string
+	// Cluster says Addrs are Redis Cluster nodes. More than one address
+	// without MasterName means a Cluster too; set it for a single seed
+	// node.
+	Cluster bool
 	// Username and Password authenticate to the store; empty means none.
 	Username string
 	Password string
