@@ -1,0 +1,5 @@
+//go:build race
+
+package conncache
+
+const raceEnabled = true
