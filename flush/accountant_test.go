@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"testing"
@@ -474,6 +475,39 @@ func TestBaselineExpiry(t *testing.T) {
 		}
 		if n != 1 {
 			t.Errorf("%d baselines kept, want 1", n)
+		}
+	})
+}
+
+func TestAccountDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race")
+	}
+	a := newTestAccountant(t, newMemStore(), Config{})
+	g := tracker.Grant{User: 1, Torrent: 1}
+	req := announce{peer: 1, left: 1, event: started}.request()
+	a.Account(g, req)
+	req.Event = none
+	if n := testing.AllocsPerRun(1000, func() {
+		req.Uploaded++ // a known identity, a known pending key
+		a.Account(g, req)
+	}); n != 0 {
+		t.Errorf("Account allocated %v times per call, want 0", n)
+	}
+}
+
+func BenchmarkAccount(b *testing.B) {
+	a, err := NewAccountant(newMemStore(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req := announce{peer: 1, left: 1}.request()
+		g := tracker.Grant{User: rand.Uint32(), Torrent: 1}
+		for pb.Next() {
+			req.Uploaded++
+			a.Account(g, req)
 		}
 	})
 }
