@@ -3,6 +3,12 @@
 // variable a test skips with a message saying how to run it, except under
 // CI (CI=true), where .ci/run must provide the service and a missing one
 // fails the run.
+//
+// It also builds per-test fixtures on top of them, each undone by
+// tb.Cleanup and bounded in time: Database (a fresh PostgreSQL database),
+// Proxy (a TCP proxy that can cut or slow a connection), and StartRedis and
+// StartRedisCluster (throwaway redis-server processes a test may stop).
+// Everything listens on loopback only.
 package testenv
 
 import (
