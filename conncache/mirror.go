@@ -290,9 +290,13 @@ func (m *Mirror) republishAll(ctx context.Context) bool {
 		})
 		cancel()
 	}
-	if err == nil && m.everSent.Load() {
-		tx.Resync()
-		commit()
+	// Others may hold stale copies of this origin's peers, or none of
+	// those just written (a table restored from a snapshot).
+	if err == nil && (m.everSent.Load() || sent > 0) {
+		tx.Resync() // Len stays 0: Commit directly
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+		err = tx.Commit(cctx)
+		cancel()
 	}
 	if err != nil {
 		m.fail("publish", err)
