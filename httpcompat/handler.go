@@ -65,19 +65,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	start := time.Now()
 	x := s.pool.Get().(*exchange)
-	if out := s.handle(x, ep, w, r); out != nil {
+	out, a := s.handle(x, ep, w, r)
+	if out != nil {
 		x.out = out
 		w.Header()["Content-Type"] = contentType
 		w.Write(x.out)
 	}
+	s.stats.observe(a, time.Since(start))
 	s.putExchange(x)
 }
 
 // handle answers r, routed to ep, into x.out and returns it, or returns
-// nil when it has written the reply to w itself (a full scrape). It
-// counts the request in s.stats.
-func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http.Request) []byte {
+// nil when it has written the reply to w itself (a full scrape), along
+// with the action it took r for. It counts the request in s.stats.
+func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http.Request) ([]byte, action) {
 	a := actionAnnounce
 	if ep == scrapeEndpoint {
 		a = actionScrape
@@ -86,7 +89,7 @@ func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http
 	if err != nil {
 		out := appendFailure(x.out[:0], err.Error(), 0)
 		s.stats.count(a, out)
-		return out
+		return out, a
 	}
 	var out []byte
 	switch {
@@ -104,7 +107,7 @@ func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http
 		out = s.announce(x, client, x.path[:n], r.URL.RawQuery)
 	}
 	s.stats.count(a, out)
-	return out
+	return out, a
 }
 
 // limitBuckets is the size of each row of the announce rate limit's

@@ -3,6 +3,9 @@ package httpcompat
 import (
 	"bytes"
 	"sync/atomic"
+	"time"
+
+	"github.com/chihaya/chihaya/internal/latency"
 )
 
 // Stats are a Server's request counters since it was made, for logs and
@@ -32,6 +35,10 @@ type Results struct {
 	// "failure reason", such as a bad query or a rate limit).
 	OK       uint64
 	Failures uint64
+	// Latency holds how long each of those requests took, from the
+	// moment the handler began until the reply was written (a full
+	// scrape: until its last byte was handed to net/http).
+	Latency latency.Snapshot
 }
 
 // counters are the live Stats. They sit in their own cache lines, away
@@ -39,6 +46,7 @@ type Results struct {
 type counters struct {
 	_           [64]byte
 	requests    [nActions][nResults]atomic.Uint64
+	latency     [nActions]latency.Histogram
 	notFound    atomic.Uint64
 	internal    atomic.Uint64
 	rateLimited atomic.Uint64
@@ -76,12 +84,19 @@ func (c *counters) count(a action, out []byte) {
 	c.requests[a][r].Add(1)
 }
 
+// observe records how long one request of a took.
+func (c *counters) observe(a action, d time.Duration) { c.latency[a].Observe(d) }
+
 // Stats returns the counters. Each is read atomically, but not all at
 // one instant: under load they may disagree by the requests in flight.
 func (s *Server) Stats() Stats {
 	c := s.stats
 	load := func(a action) Results {
-		return Results{OK: c.requests[a][resultOK].Load(), Failures: c.requests[a][resultFailure].Load()}
+		return Results{
+			OK:       c.requests[a][resultOK].Load(),
+			Failures: c.requests[a][resultFailure].Load(),
+			Latency:  c.latency[a].Snapshot(),
+		}
 	}
 	return Stats{
 		Announce:       load(actionAnnounce),
