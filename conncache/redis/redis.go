@@ -91,7 +91,18 @@ func (p *Pool) Client() goredis.UniversalClient { return p.c }
 func (p *Pool) Close() error { return p.c.Close() }
 
 // Ping implements conncache.Pool.
-func (p *Pool) Ping(ctx context.Context) error { return p.c.Ping(ctx).Err() }
+func (p *Pool) Ping(ctx context.Context) error { return p.failed(p.c.Ping(ctx).Err()) }
+
+// failed returns err, and if it is one, has a Cluster client reload the
+// cluster's layout: after a failover go-redis would otherwise keep
+// dialing the dead master for commands that are not redirected
+// (SCRIPT LOAD on every shard, Pub/Sub, SCAN on every master).
+func (p *Pool) failed(err error) error {
+	if err != nil && p.cluster != nil {
+		p.cluster.ReloadState(context.Background())
+	}
+	return err
+}
 
 // Key returns the key holding origin o's state of swarm ih.
 func (p *Pool) Key(ih peertable.InfoHash, o conncache.Origin) string {
@@ -155,7 +166,7 @@ const scanBatch = 512
 // Load implements conncache.Pool.
 func (p *Pool) Load(ctx context.Context, since time.Time, fn func(o conncache.Origin, r conncache.Record)) error {
 	match := globEscape(p.prefix) + "{*"
-	return p.eachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+	return p.failed(p.eachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
 		var cursor uint64
 		for {
 			keys, next, err := c.Scan(ctx, cursor, match, scanBatch).Result()
@@ -169,7 +180,7 @@ func (p *Pool) Load(ctx context.Context, since time.Time, fn func(o conncache.Or
 				return nil
 			}
 		}
-	})
+	}))
 }
 
 func (p *Pool) loadKeys(ctx context.Context, c *goredis.Client, keys []string, since time.Time, fn func(o conncache.Origin, r conncache.Record)) error {
@@ -219,7 +230,7 @@ func (p *Pool) loadKeys(ctx context.Context, c *goredis.Client, keys []string, s
 // Prune implements conncache.Pool.
 func (p *Pool) Prune(ctx context.Context, keep func(ih peertable.InfoHash) bool) error {
 	match := globEscape(p.prefix) + "{*}:" + p.originHex
-	return p.eachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+	return p.failed(p.eachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
 		var cursor uint64
 		for {
 			keys, next, err := c.Scan(ctx, cursor, match, scanBatch).Result()
@@ -247,7 +258,7 @@ func (p *Pool) Prune(ctx context.Context, keep func(ih peertable.InfoHash) bool)
 				return nil
 			}
 		}
-	})
+	}))
 }
 
 // Subscribe implements conncache.Pool.
@@ -280,6 +291,7 @@ func (p *Pool) receive(ctx context.Context, ps *goredis.PubSub, fn func(e *connc
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				if pinged {
+					p.failed(err)
 					fn(&conncache.Event{Kind: conncache.EventBroken, Err: errors.New("redis: subscription: no answer to ping")})
 					return recs
 				}
@@ -290,6 +302,7 @@ func (p *Pool) receive(ctx context.Context, ps *goredis.PubSub, fn func(e *connc
 			}
 			// go-redis reconnects and resubscribes on the next receive;
 			// its "subscribe" confirmation reports it.
+			p.failed(err)
 			fn(&conncache.Event{Kind: conncache.EventBroken, Err: err})
 			select {
 			case <-ctx.Done():

@@ -169,7 +169,7 @@ func (t *tx) Commit(ctx context.Context) error {
 	msgs := t.messages()
 	if !t.p.scriptLoaded.Load() {
 		if err := applyScript.Load(ctx, t.p.c).Err(); err != nil {
-			return fmt.Errorf("redis: load script: %w", err)
+			return fmt.Errorf("redis: load script: %w", t.p.failed(err))
 		}
 		t.p.scriptLoaded.Store(true)
 	}
@@ -180,13 +180,13 @@ func (t *tx) Commit(ctx context.Context) error {
 		// notification if it went out.
 		t.p.scriptLoaded.Store(false)
 		if lerr := applyScript.Load(ctx, t.p.c).Err(); lerr != nil {
-			return fmt.Errorf("redis: load script: %w", lerr)
+			return fmt.Errorf("redis: load script: %w", t.p.failed(lerr))
 		}
 		t.p.scriptLoaded.Store(true)
 		_, _, err = t.exec(ctx, msgs, !sent)
 	}
 	if err != nil {
-		return fmt.Errorf("redis: commit %d changes: %w", t.n, err)
+		return fmt.Errorf("redis: commit %d changes: %w", t.n, t.p.failed(err))
 	}
 	return nil
 }

@@ -1,0 +1,85 @@
+package redis
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/chihaya/chihaya/conncache"
+	"github.com/chihaya/chihaya/conncache/conncachetest"
+	"github.com/chihaya/chihaya/internal/testenv"
+	"github.com/chihaya/chihaya/peertable"
+)
+
+func TestClusterConformance(t *testing.T) {
+	rc := testenv.StartRedisCluster(t)
+	cfgs := make(map[*testing.T]conncache.Config)
+	conncachetest.Run(t, func(t *testing.T) conncache.Pool {
+		cfg, ok := cfgs[t]
+		if !ok {
+			cfg = testConfig(t, rc.Addrs(), true)
+			cfgs[t] = cfg
+		}
+		return open(t, cfg)
+	})
+}
+
+// TestClusterFailover runs two instances on a Redis Cluster, with swarms
+// spread over every master, then stops a master: announces are answered
+// throughout, and once a replica has taken over, mirroring resumes.
+func TestClusterFailover(t *testing.T) {
+	rc := testenv.StartRedisCluster(t)
+	cfg := testConfig(t, rc.Addrs(), true)
+	cfg.SyncInterval = 100 * time.Millisecond
+	a, b := startInstance(t, "A", cfg), startInstance(t, "B", cfg)
+
+	// Enough swarms that every master holds some.
+	ihs := make([]peertable.InfoHash, 32)
+	for i := range ihs {
+		ihs[i] = randomHash()
+	}
+	ua, ub := newUDPClient(t, a.udpAddr(false)), newUDPClient(t, b.udpAddr(false))
+	announceAll := func(u *udpClient, port uint16) {
+		t.Helper()
+		for _, ih := range ihs {
+			if _, ok := u.announce(ih, port, 1, peertable.EventStarted); !ok {
+				t.Errorf("announce of port %d got no reply", port)
+			}
+		}
+	}
+	seesAll := func(in *instance, port uint16) func() bool {
+		return func() bool {
+			for _, ih := range ihs {
+				if !slices.Contains(peersOf(in.mirror.Remote(), ih), netip.AddrPortFrom(lo4, port)) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	announceAll(ua, 7001)
+	eventually(t, within, "B sees A's peers in every swarm", seesAll(b, 7001))
+
+	masters := rc.Masters()
+	if len(masters) != 3 {
+		t.Fatalf("Masters() = %v, want 3", masters)
+	}
+	rc.StopNode(masters[0])
+	// Answered while the cluster fails over.
+	announceAll(ua, 7002)
+	announceAll(ub, 7003)
+	rc.WaitHealthy(t)
+
+	eventually(t, 20*time.Second, "B sees A's peers announced during the failover", seesAll(b, 7002))
+	eventually(t, 20*time.Second, "A sees B's peers announced during the failover", seesAll(a, 7003))
+	announceAll(ua, 7004)
+	eventually(t, 5*time.Second, "B sees A's peers announced after the failover", seesAll(b, 7004))
+	for _, in := range []*instance{a, b} {
+		eventually(t, 10*time.Second, fmt.Sprintf("%s healthy after the failover", in.name), func() bool {
+			return in.mirror.Stats().Healthy
+		})
+		t.Logf("%s: %+v", in.name, in.mirror.Stats())
+	}
+}
