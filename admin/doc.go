@@ -7,22 +7,25 @@
 // it serves is for BitTorrent clients.
 //
 // Metrics are read, not counted: a Server is given Sources, functions that
-// return the frontends' and the peer table's own counters (udp.Stats,
-// httpcompat.Stats, peertable.Stats), and calls them once per scrape of
-// /metrics from a prometheus.Collector. So a request is counted once, by
-// the frontend that answered it, and the hot path gains nothing: no label
-// lookups, no extra atomics, no histogram. (Latency histograms would need
-// a clock read and an observation per request on that path, so there are
-// none.) The peer table's counts walk the whole table; a scrape every few
+// return the frontends', the peer table's and the background workers' own
+// counters (udp.Stats, httpcompat.Stats, peertable.Stats,
+// conncache.Stats, flush.Stats, flush.RulesStats), and calls them once
+// per scrape of /metrics from a prometheus.Collector. So a request is
+// counted once, by the frontend that answered it, and the hot path gains
+// no label lookups and no client-library histogram. Request latency is
+// the one thing measured per request: the frontend records it in an
+// internal/latency.Histogram (two clock reads and two atomic adds), and
+// the collector turns the snapshot into a Prometheus histogram at scrape
+// time. The peer table's counts walk the whole table; a scrape every few
 // seconds is fine, and concurrent scrapes are limited. Metrics go to a
 // registry of the Server's own, never to prometheus.DefaultRegisterer, so
 // that two Servers (as in tests) never collide.
 //
 // The Sources are plain functions rather than the servers themselves so
 // that admin holds no frontend and cannot start or stop one; it imports
-// udp, httpcompat and peertable only for their Stats types, and none of
-// them imports admin, so there is no cycle. Only cmd/chihaya wires a
-// Server to the running parts.
+// udp, httpcompat, peertable, conncache and flush only for their Stats
+// types, and none of them imports admin, so there is no cycle. Only
+// cmd/chihaya wires a Server to the running parts.
 //
 // /healthz answers 200 whenever the Server answers at all: the process is
 // alive. /readyz answers 200 only while the Server is serving and

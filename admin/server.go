@@ -17,7 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/chihaya/chihaya/conncache"
+	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/httpcompat"
+	"github.com/chihaya/chihaya/internal/latency"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/udp"
 )
@@ -68,6 +71,22 @@ type Sources struct {
 	UDP     func() udp.Stats
 	HTTP    func() httpcompat.Stats
 	Table   func() peertable.Stats
+	// UDPLatency reports the UDP frontend's handling times by action
+	// ("connect", "announce", "scrape"), exported as
+	// chihaya_request_duration_seconds{protocol="udp"}. HTTP's come with
+	// HTTP, in httpcompat.Stats.
+	UDPLatency func() map[string]latency.Snapshot
+	// Cache reports the connection cache's mirror between tracker
+	// processes (conncache.Mirror's Stats).
+	Cache func() conncache.Stats
+	// Flush reports the public-mode flusher of swarm counts, and
+	// Accounting the private-mode accountant of transfer; both are
+	// exported with a kind label, "swarms" and "accounting".
+	Flush      func() flush.Stats
+	Accounting func() flush.Stats
+	// Rules reports the private-mode rules: users, torrents and allowed
+	// clients held, and how their loading goes.
+	Rules func() flush.RulesStats
 	// Ready reports whether the tracker is serving. Nil means it is
 	// whenever the Server is.
 	Ready func() bool
