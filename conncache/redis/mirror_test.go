@@ -285,3 +285,36 @@ func (h countHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis
 		return next(ctx, cmds)
 	}
 }
+
+// TestMirrorRedisRestart restarts Redis empty (no persistence): both
+// processes republish their state into it and keep mirroring.
+func TestMirrorRedisRestart(t *testing.T) {
+	srv := testenv.StartRedis(t)
+	cfg := mirrorConfig(t, srv.Addr())
+	a, b := startInstance(t, "A", cfg), startInstance(t, "B", cfg)
+	ih := randomHash()
+	ua := newUDPClient(t, a.udpAddr(false))
+	ua.announce(ih, 8001, 1, peertable.EventStarted)
+	eventually(t, within, "B sees A's peer", func() bool { return len(peersOf(b.mirror.Remote(), ih)) == 1 })
+
+	srv.Stop()
+	if _, ok := ua.announce(ih, 8002, 1, peertable.EventStarted); !ok {
+		t.Error("A did not answer while Redis was down")
+	}
+	srv.Start()
+
+	key := a.pool.Key(ih, a.pool.Origin())
+	eventually(t, 10*time.Second, "A republishes into the restarted Redis", func() bool {
+		n, err := b.pool.Client().HLen(context.Background(), key).Result()
+		return err == nil && n == 2
+	})
+	want := []netip.AddrPort{netip.AddrPortFrom(lo4, 8001), netip.AddrPortFrom(lo4, 8002)}
+	eventually(t, 10*time.Second, "B has both of A's peers", func() bool {
+		return slices.Equal(peersOf(b.mirror.Remote(), ih), want)
+	})
+	// A process started now loads them from Redis.
+	late := startInstance(t, "late", cfg)
+	eventually(t, 5*time.Second, "a new process loads A's peers", func() bool {
+		return slices.Equal(peersOf(late.mirror.Remote(), ih), want)
+	})
+}
