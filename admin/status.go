@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chihaya/chihaya/flush"
 )
 
 // A Check is a dependency shown on the status page with its health.
@@ -47,6 +49,7 @@ type statusPage struct {
 	Rates              []rateRow
 	Chart              chart
 	Health             []healthRow
+	Work               []workRow // empty when no Source for one is set
 }
 
 type rateRow struct {
@@ -54,6 +57,14 @@ type rateRow struct {
 	Class    string // the chart's CSS class for this protocol's line
 	On       bool
 	Now      string // the latest rate, or "–" before two samples
+}
+
+// A workRow shows how one background worker keeps up: the connection
+// cache's mirror, a flusher, the private rules.
+type workRow struct {
+	Name   string
+	Status string // "ok", "error" or "" when the worker has no health
+	Detail string
 }
 
 type healthRow struct {
@@ -148,7 +159,54 @@ func (s *Server) statusPage(ctx context.Context, now time.Time) statusPage {
 	for _, c := range checks {
 		p.Health = append(p.Health, probe(ctx, c))
 	}
+	p.Work = s.work()
 	return p
+}
+
+// work reads the background workers' Stats for the page.
+func (s *Server) work() []workRow {
+	var rows []workRow
+	if s.src.Cache != nil {
+		st := s.src.Cache()
+		r := workRow{Name: "Connection cache", Status: "ok",
+			Detail: fmt.Sprintf("lag %s, %d pending", formatDuration(st.Lag), st.Pending)}
+		if !st.Healthy {
+			r.Status = "error"
+		}
+		if st.Dropped > 0 {
+			r.Detail += fmt.Sprintf(", %d dropped", st.Dropped)
+		}
+		rows = append(rows, r)
+	}
+	for _, f := range []struct {
+		name, keys string
+		stats      func() flush.Stats
+	}{
+		{"Swarm counts to PostgreSQL", "swarms", s.src.Flush},
+		{"Accounting to PostgreSQL", "pairs", s.src.Accounting},
+	} {
+		if f.stats == nil {
+			continue
+		}
+		st := f.stats()
+		rows = append(rows, workRow{Name: f.name,
+			Detail: fmt.Sprintf("backlog %s, %d %s pending", formatDuration(st.Backlog), st.PendingKeys, f.keys)})
+	}
+	if s.src.Rules != nil {
+		st := s.src.Rules()
+		rows = append(rows, workRow{Name: "Private rules",
+			Detail: fmt.Sprintf("%d users, %d torrents, %d clients", st.Users, st.Torrents, st.Clients)})
+	}
+	return rows
+}
+
+// formatDuration writes d to a tenth of a second, or to the millisecond
+// below a second: "1.5s", "2m3.4s", "12ms", "0s".
+func formatDuration(d time.Duration) string {
+	if d < time.Second {
+		return max(d, 0).Round(time.Millisecond).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
 }
 
 func probe(ctx context.Context, c Check) healthRow {

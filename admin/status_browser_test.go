@@ -93,7 +93,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		for _, want := range []string{
 			"v9.8.7-browser", "IPv4", "IPv6", "1234", "5678", "91011",
 			`<svg id="rates"`, `<polyline class="udp"`, `<polyline class="http"`,
-			"not configured",
+			"not configured", "Background work", "lag 1.5s, 13 pending", "backlog 2m3.4s, 24 swarms pending",
 		} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("chromium's DOM lacks %q; DOM:\n%s", want, tail(dom, 3000))

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chihaya/chihaya/conncache"
+	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/udp"
@@ -32,6 +34,12 @@ func (f *fakeSources) sources(version string) Sources {
 		},
 		Table: func() peertable.Stats { return peertable.Stats{Swarms: 1234, PeersV4: 5678, PeersV6: 91011} },
 		Start: time.Now().Add(-(26*time.Hour + 3*time.Minute + 4*time.Second)),
+		Cache: func() conncache.Stats {
+			return conncache.Stats{Pending: 13, Lag: 1520 * time.Millisecond, Healthy: true}
+		},
+		Flush: func() flush.Stats {
+			return flush.Stats{PendingKeys: 24, Backlog: 2*time.Minute + 3400*time.Millisecond}
+		},
 	}
 }
 
@@ -82,6 +90,9 @@ func TestStatusPage(t *testing.T) {
 		`<polyline class="http" points="`,
 		`<th>Redis</th><td><span class="off">not configured</span>`,
 		`<th>PostgreSQL</th><td><span class="off">not configured</span>`,
+		`<h2>Background work</h2>`,
+		`<th>Connection cache</th><td><span class="ok">ok</span> lag 1.5s, 13 pending</td>`,
+		`<th>Swarm counts to PostgreSQL</th><td>backlog 2m3.4s, 24 swarms pending</td>`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("status page lacks %q", want)
@@ -260,4 +271,61 @@ func TestSamplerStops(t *testing.T) {
 	}
 	stop()
 	waitGoroutines(t, before)
+}
+
+// TestStatusPageWork checks the background work rows: an unhealthy
+// cache with dropped changes, both flushers and the private rules, and
+// no section at all when none of them is set.
+func TestStatusPageWork(t *testing.T) {
+	s, err := newServer(Config{Logger: quiet}, Sources{
+		Cache: func() conncache.Stats { return conncache.Stats{Lag: 42 * time.Millisecond, Pending: 7, Dropped: 3} },
+		Flush: func() flush.Stats { return flush.Stats{} },
+		Accounting: func() flush.Stats {
+			return flush.Stats{PendingKeys: 5, Backlog: 9 * time.Second}
+		},
+		Rules: func() flush.RulesStats { return flush.RulesStats{Users: 41, Torrents: 42, Clients: 0} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := render(t, s)
+	for _, want := range []string{
+		`<th>Connection cache</th><td><span class="error">error</span> lag 42ms, 7 pending, 3 dropped</td>`,
+		`<th>Swarm counts to PostgreSQL</th><td>backlog 0s, 0 swarms pending</td>`,
+		`<th>Accounting to PostgreSQL</th><td>backlog 9s, 5 pairs pending</td>`,
+		`<th>Private rules</th><td>41 users, 42 torrents, 0 clients</td>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("status page:\n%s", body)
+	}
+
+	s, err = newServer(Config{Logger: quiet}, Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := render(t, s); strings.Contains(body, "Background work") {
+		t.Error("status page has a Background work section with no Source for it")
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{-time.Second, "0s"},
+		{0, "0s"},
+		{1499 * time.Microsecond, "1ms"},
+		{999 * time.Millisecond, "999ms"},
+		{1520 * time.Millisecond, "1.5s"},
+		{2*time.Minute + 3440*time.Millisecond, "2m3.4s"},
+	} {
+		if got := formatDuration(tt.d); got != tt.want {
+			t.Errorf("formatDuration(%v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
 }
