@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -111,6 +110,7 @@ type Accountant struct {
 	inflightKeys int
 	oldest       int64 // coarse time of the oldest delta in inflight
 	st           Stats
+	fails        failures
 }
 
 var _ tracker.Accountant = (*Accountant)(nil)
@@ -226,22 +226,14 @@ func (a *Accountant) Run(ctx context.Context) error {
 			a.now.Store(time.Now().Unix())
 			a.expire()
 			if err := a.Flush(ctx); err != nil {
-				backoff = a.nextBackoff(backoff)
-				timer.Reset(backoff)
+				backoff = a.cfg.nextBackoff(backoff)
+				timer.Reset(jitter(backoff))
 				continue
 			}
 			backoff = 0
 			timer.Reset(a.cfg.Interval)
 		}
 	}
-}
-
-// nextBackoff doubles prev within [initialBackoff, MaxBackoff] and
-// returns a value jittered down by up to a half, so processes that failed
-// together do not retry together.
-func (a *Accountant) nextBackoff(prev time.Duration) time.Duration {
-	b := min(max(2*prev, a.cfg.initialBackoff()), a.cfg.MaxBackoff)
-	return b/2 + rand.N(b/2+1)
 }
 
 func (a *Accountant) shutdown() error {
@@ -263,8 +255,8 @@ func (a *Accountant) shutdown() error {
 			backoff = 0
 			continue
 		}
-		backoff = a.nextBackoff(backoff)
-		t := time.NewTimer(backoff)
+		backoff = a.cfg.nextBackoff(backoff)
+		t := time.NewTimer(jitter(backoff))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -308,11 +300,17 @@ func (a *Accountant) Flush(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 	applied, err := a.store.ApplyAccounting(ctx, b)
+	now := time.Now()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if err != nil {
 		a.st.Errors++
-		return fmt.Errorf("flush: apply accounting batch %d (%d user-torrents, %d users): %w", b.Seq, len(b.Torrents), len(b.Users), err)
+		started := a.fails.fail(now)
+		a.mu.Unlock()
+		err = fmt.Errorf("flush: apply accounting batch %d (%d user-torrents, %d users): %w", b.Seq, len(b.Torrents), len(b.Users), err)
+		if started {
+			logFailing(a.cfg.Logger, "accounting flush", err)
+		}
+		return err
 	}
 	a.inflight = nil
 	a.inflightKeys = 0
@@ -321,7 +319,12 @@ func (a *Accountant) Flush(ctx context.Context) error {
 	if applied {
 		a.st.Rows += uint64(len(b.Torrents) + len(b.Users))
 	}
-	a.st.LastSuccess = time.Now()
+	a.st.LastSuccess = now
+	lasted, attempts, recovered := a.fails.succeed(now)
+	a.mu.Unlock()
+	if recovered {
+		logRecovered(a.cfg.Logger, "accounting flush", lasted, attempts)
+	}
 	return nil
 }
 

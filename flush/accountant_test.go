@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -510,4 +511,33 @@ func BenchmarkAccount(b *testing.B) {
 			a.Account(g, req)
 		}
 	})
+}
+
+func TestAccountantLogsFailingOnce(t *testing.T) {
+	s := newMemStore()
+	logger, logs := testLogger()
+	a, err := NewAccountant(s, Config{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	g := tracker.Grant{User: 1, Torrent: 2}
+	a.Account(g, &tracker.AnnounceRequest{Uploaded: 5, Left: 1, Event: started})
+	s.setFail(func(string) (bool, error) { return false, errInjected })
+	for range 3 {
+		if err := a.Flush(ctx); err == nil {
+			t.Fatal("Flush with a failing store succeeded")
+		}
+	}
+	s.setFail(nil)
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lines := logs.lines()
+	if len(lines) != 2 ||
+		!strings.Contains(lines[0], "level=ERROR") || !strings.Contains(lines[0], "accounting flush failing") ||
+		!strings.Contains(lines[1], "level=INFO") || !strings.Contains(lines[1], "accounting flush recovered") ||
+		!strings.Contains(lines[1], "failed_attempts=3") {
+		t.Errorf("log = %q, want one failing record and one recovered after 3 attempts", lines)
+	}
 }

@@ -2,6 +2,8 @@ package flush
 
 import (
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"time"
 )
 
@@ -27,9 +29,10 @@ type Config struct {
 	// cancelled. Zero means 10 seconds.
 	ShutdownTimeout time.Duration
 
-	// MaxBackoff caps the wait between retries of a failed accounting
-	// batch; the wait starts at min(Interval, 1s) and doubles, with
-	// jitter. Zero means 1 minute.
+	// MaxBackoff caps the wait between retries of a failed flush, by the
+	// Flusher and the Accountant alike: the backoff starts at
+	// min(Interval, 1s) and doubles, and each wait is jittered down by up
+	// to a half. Zero means 1 minute.
 	MaxBackoff time.Duration
 
 	// MigrateAtStart makes Open run Store.Migrate (bounded by one
@@ -48,6 +51,10 @@ type Config struct {
 	// reported totals after its last announce; pass the peer table's
 	// lifetime. Zero means 31 minutes.
 	PeerLifetime time.Duration
+
+	// Logger receives one record when flushes start failing and one when
+	// they recover. Nil means slog.Default().
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -69,6 +76,9 @@ func (c *Config) setDefaults() error {
 	if c.PeerLifetime == 0 {
 		c.PeerLifetime = 31 * time.Minute
 	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	switch {
 	case c.Interval < 10*time.Millisecond || c.Interval > time.Hour:
 		return fmt.Errorf("flush: Interval %v out of range (10ms to 1h)", c.Interval)
@@ -88,3 +98,13 @@ func (c *Config) setDefaults() error {
 
 // initialBackoff is the first wait after a failed attempt.
 func (c *Config) initialBackoff() time.Duration { return min(c.Interval, time.Second, c.MaxBackoff) }
+
+// nextBackoff doubles prev within [initialBackoff, MaxBackoff]. Callers
+// keep the result for the next failure and wait jitter(result).
+func (c *Config) nextBackoff(prev time.Duration) time.Duration {
+	return min(max(2*prev, c.initialBackoff()), c.MaxBackoff)
+}
+
+// jitter returns a wait between d/2 and d, so processes that failed
+// together do not retry together.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
