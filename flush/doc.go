@@ -11,13 +11,24 @@
 //
 // # Public mode: Flusher
 //
-// Each process writes its own absolute swarm counts, keyed by a random
-// ProcessID chosen at start, beside a heartbeat. The storage sums the
-// processes whose heartbeat is recent (chihaya_torrent_stats), so with
-// several processes each torrent's counts reflect all of them, and a
-// process that dies stops counting after Config.StaleAfter. Only changed
-// swarms are sent; since values are absolute, retrying or losing a batch
-// never miscounts.
+// Each process writes its own absolute seeder and leecher counts, keyed
+// by a random ProcessID chosen at start, beside a heartbeat. The storage
+// sums the processes whose heartbeat is recent (chihaya_torrent_stats),
+// so with several processes each torrent's counts reflect all of them,
+// and a process that dies stops counting after Config.StaleAfter. Only
+// changed swarms are sent; since values are absolute, retrying or losing
+// a batch never miscounts.
+//
+// Completed downloads are cumulative instead: they must survive a
+// process stopping or dying. The Flusher credits the growth of each
+// swarm's completed count since it last looked, and sends the credits as
+// deltas in numbered batches, exactly once (below), in the same
+// transaction as the swarm counts. Its baseline is the table's counts
+// when it is created, after the daemon restored its snapshot, so counts
+// credited before a restart are not credited again; a swarm that is
+// removed and comes back counts from zero. A failed flush is retried with
+// the same backoff as the Accountant's, and a graceful stop credits what
+// is left before the process's rows are removed.
 //
 // # Private mode: Accountant
 //
@@ -58,8 +69,9 @@
 //
 // # Exactly once
 //
-// Each flush freezes the deltas collected so far into a batch with the
-// next sequence number. The Store applies a batch in one transaction that
+// This holds for accounting batches and for the Flusher's completed
+// downloads alike. Each flush freezes the deltas collected so far into a
+// batch with the next sequence number. The Store applies a batch in one transaction that
 // first records (process, seq) in chihaya_flush_batches and applies
 // nothing if it is already there. A failed attempt, including one whose
 // COMMIT may or may not have reached the database, is retried with the

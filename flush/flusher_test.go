@@ -2,7 +2,9 @@ package flush
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -179,6 +181,251 @@ func TestFlusherRunRemovesProcessAtShutdown(t *testing.T) {
 		}
 		if got := s.swarmsOf(f.Process()); len(got) != 0 {
 			t.Errorf("after shutdown the store holds %v, want nothing", got)
+		}
+	})
+}
+
+// complete makes a new leecher on host port announce started and then
+// completed in swarm ih: one completed download.
+func complete(tb *peertable.Table, ih byte, port uint16) {
+	announceTo(tb, ih, port, false, started)
+	announceTo(tb, ih, port, true, completed)
+}
+
+func TestFlusherCreditsCompletedOnce(t *testing.T) {
+	s := newMemStore()
+	tb := newTable(t)
+	ctx := context.Background()
+	complete(tb, 1, 1) // before NewFlusher: restored, already credited
+	f, err := NewFlusher(s, tb, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete(tb, 1, 2)
+	complete(tb, 2, 1)
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A batch that fails before it commits is retried unchanged while new
+	// completions wait for the next one.
+	complete(tb, 1, 3)
+	s.setFail(func(string) (bool, error) { return false, errInjected })
+	if err := f.Flush(ctx); err == nil {
+		t.Fatal("Flush with a failing store succeeded")
+	}
+	complete(tb, 2, 2)
+	complete(tb, 3, 1)
+	if err := f.Flush(ctx); err == nil {
+		t.Fatal("Flush with a failing store succeeded")
+	}
+	// The next attempt commits but its reply is lost: the retry must
+	// apply nothing.
+	s.setFail(func(string) (bool, error) { return true, errInjected })
+	if err := f.Flush(ctx); err == nil {
+		t.Fatal("Flush with a lost reply succeeded")
+	}
+	s.setFail(nil)
+	if err := f.Flush(ctx); err != nil { // the retry of batch 2
+		t.Fatal(err)
+	}
+	if err := f.Flush(ctx); err != nil { // batch 3: what collected meanwhile
+		t.Fatal(err)
+	}
+	if err := f.Flush(ctx); err != nil { // nothing new
+		t.Fatal(err)
+	}
+
+	type sent struct {
+		seq   uint64
+		delta map[peertable.InfoHash]uint64
+	}
+	var got []sent
+	for _, b := range s.swarmLog {
+		d := make(map[peertable.InfoHash]uint64)
+		for _, c := range b.Completed {
+			d[c.InfoHash] = c.Completed
+		}
+		got = append(got, sent{b.Seq, d})
+	}
+	want := []sent{
+		{1, map[peertable.InfoHash]uint64{{1}: 1, {2}: 1}},
+		{2, map[peertable.InfoHash]uint64{{1}: 1}},
+		{2, map[peertable.InfoHash]uint64{{1}: 1}},
+		{2, map[peertable.InfoHash]uint64{{1}: 1}},
+		{2, map[peertable.InfoHash]uint64{{1}: 1}},
+		{3, map[peertable.InfoHash]uint64{{2}: 1, {3}: 1}},
+		{0, map[peertable.InfoHash]uint64{}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d WriteSwarms calls %v, want %d: %v", len(got), got, len(want), want)
+	}
+	for i := range want {
+		if got[i].seq != want[i].seq || !maps.Equal(got[i].delta, want[i].delta) {
+			t.Errorf("call %d sent completed batch %d %v, want %d %v", i, got[i].seq, got[i].delta, want[i].seq, want[i].delta)
+		}
+	}
+	wantTotal := map[peertable.InfoHash]uint64{{1}: 2, {2}: 2, {3}: 1}
+	if got := s.completedCounts(); !maps.Equal(got, wantTotal) {
+		t.Errorf("cumulative completed = %v, want %v (swarm 1's first download was restored, not credited)", got, wantTotal)
+	}
+	if st := f.Stats(); st.Errors != 3 || st.PendingKeys != 0 {
+		t.Errorf("Stats() = %+v, want 3 errors and nothing pending", st)
+	}
+}
+
+// TestFlusherCompletedSwarmGoneAndBack checks that a swarm removed by the
+// sweep and created again counts from zero.
+func TestFlusherCompletedSwarmGoneAndBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		tb, err := peertable.New(peertable.Config{PeerLifetime: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb.Tick(time.Now())
+		f, err := NewFlusher(s, tb, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		complete(tb, 1, 1)
+		complete(tb, 1, 2)
+		complete(tb, 1, 3)
+		if err := f.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Minute)
+		tb.Tick(time.Now())
+		tb.Sweep() // swarm 1 goes, count and all
+		if err := f.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		complete(tb, 1, 4) // back, with a count of 1 < 3
+		if err := f.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.completedCounts()[peertable.InfoHash{1}]; got != 4 {
+			t.Errorf("cumulative completed = %d, want 4", got)
+		}
+	})
+}
+
+// TestFlusherRunBacksOff fails a Flusher's store for a minute and checks
+// the retries back off up to MaxBackoff, the failing spell is logged
+// once when it starts and once when it ends, and flushes go back to every
+// Interval afterwards.
+func TestFlusherRunBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		tb := newTable(t)
+		logger, logs := testLogger()
+		cfg := Config{Interval: 5 * time.Second, MaxBackoff: 8 * time.Second, Logger: logger}
+		f, err := NewFlusher(s, tb, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var attempts []time.Time
+		failUntil := time.Now().Add(time.Minute)
+		s.setFail(func(op string) (bool, error) {
+			if op != "swarms" {
+				return true, nil
+			}
+			attempts = append(attempts, time.Now())
+			if time.Now().Before(failUntil) {
+				return false, errInjected
+			}
+			return true, nil
+		})
+		complete(tb, 1, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- f.Run(ctx) }()
+		time.Sleep(90 * time.Second)
+		synctest.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+
+		failed := 0
+		for i, at := range attempts {
+			if at.Before(failUntil) {
+				failed++
+			}
+			if i == 0 {
+				continue
+			}
+			gap := at.Sub(attempts[i-1])
+			switch {
+			case i == 1 && gap > time.Second:
+				t.Errorf("first retry after %v, want at most the initial backoff (1s)", gap)
+			case attempts[i-1].Before(failUntil) && gap > cfg.MaxBackoff:
+				t.Errorf("retry %d after %v, want at most MaxBackoff %v", i, gap, cfg.MaxBackoff)
+			case !attempts[i-1].Before(failUntil) && i < len(attempts)-1 && gap != cfg.Interval:
+				t.Errorf("after recovery, attempt %d came %v after the last, want Interval %v", i, gap, cfg.Interval)
+			}
+		}
+		// The backoff goes 1, 2, 4, 8, 8... s and each wait is between
+		// half of it and all of it, so the minute of failures holds 10
+		// (waits of 1, 2, 4, 8, 8... s) to 18 (0.5, 1, 2, 4, 4... s)
+		// attempts. The last attempt (Run's final flush) comes at
+		// cancellation.
+		if failed < 10 || failed > 18 {
+			t.Errorf("%d failed attempts in a minute, want 10 to 18 (backoff doubling from 1s, capped at %v)", failed, cfg.MaxBackoff)
+		}
+		if st := f.Stats(); st.Errors != uint64(failed) {
+			t.Errorf("Stats().Errors = %d, want %d", st.Errors, failed)
+		}
+		lines := logs.lines()
+		if len(lines) != 2 ||
+			!strings.Contains(lines[0], "level=ERROR") || !strings.Contains(lines[0], "swarm flush failing") || !strings.Contains(lines[0], "injected failure") ||
+			!strings.Contains(lines[1], "level=INFO") || !strings.Contains(lines[1], "swarm flush recovered") ||
+			!strings.Contains(lines[1], "failed_attempts="+strconv.Itoa(failed)) {
+			t.Errorf("log = %q, want one failing record and one recovered with failed_attempts=%d", lines, failed)
+		}
+		if got := s.completedCounts()[peertable.InfoHash{1}]; got != 1 {
+			t.Errorf("cumulative completed = %d, want 1", got)
+		}
+	})
+}
+
+// TestFlusherShutdownCreditsCompleted checks that Run's final flush
+// credits completions since the last flush before it removes the
+// process's rows.
+func TestFlusherShutdownCreditsCompleted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		tb := newTable(t)
+		f, err := NewFlusher(s, tb, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- f.Run(ctx) }()
+		synctest.Wait()
+		complete(tb, 1, 1)
+		complete(tb, 2, 1)
+		// The final flush's first attempt fails: it is retried.
+		n := 0
+		s.setFail(func(string) (bool, error) {
+			n++
+			if n == 1 {
+				return false, errInjected
+			}
+			return true, nil
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		want := map[peertable.InfoHash]uint64{{1}: 1, {2}: 1}
+		if got := s.completedCounts(); !maps.Equal(got, want) {
+			t.Errorf("after shutdown, cumulative completed = %v, want %v", got, want)
+		}
+		if got := s.swarmsOf(f.Process()); len(got) != 0 {
+			t.Errorf("after shutdown the store holds %v, want no swarm rows", got)
 		}
 	})
 }

@@ -21,7 +21,8 @@ type memStore struct {
 	fail      func(op string) (applied bool, err error)
 	processes map[ProcessID]bool
 	swarms    map[ProcessID]map[peertable.InfoHash]peertable.Counts
-	ledger    map[ProcessID]uint64 // newest applied seq
+	completed map[peertable.InfoHash]uint64 // cumulative
+	ledger    map[ProcessID]uint64          // newest applied seq
 	ut        map[utKey]UserTorrentDelta
 	users     map[uint32]UserDelta
 	attempts  []AccountingBatch // every ApplyAccounting call, deep copies
@@ -32,6 +33,7 @@ func newMemStore() *memStore {
 	return &memStore{
 		processes: make(map[ProcessID]bool),
 		swarms:    make(map[ProcessID]map[peertable.InfoHash]peertable.Counts),
+		completed: make(map[peertable.InfoHash]uint64),
 		ledger:    make(map[ProcessID]uint64),
 		ut:        make(map[utKey]UserTorrentDelta),
 		users:     make(map[uint32]UserDelta),
@@ -57,6 +59,7 @@ func (m *memStore) WriteSwarms(ctx context.Context, b *SwarmBatch) error {
 	cp := *b
 	cp.Upserts = slices.Clone(b.Upserts)
 	cp.Deletes = slices.Clone(b.Deletes)
+	cp.Completed = slices.Clone(b.Completed)
 	m.swarmLog = append(m.swarmLog, cp)
 	apply, err := m.check("swarms")
 	if !apply {
@@ -77,7 +80,20 @@ func (m *memStore) WriteSwarms(ctx context.Context, b *SwarmBatch) error {
 	for _, ih := range b.Deletes {
 		delete(rows, ih)
 	}
+	if b.Seq != 0 && b.Seq > m.ledger[b.Process] {
+		m.ledger[b.Process] = b.Seq
+		for _, d := range b.Completed {
+			m.completed[d.InfoHash] += d.Completed
+		}
+	}
 	return err
+}
+
+// completedCounts returns a copy of the cumulative completed counts.
+func (m *memStore) completedCounts() map[peertable.InfoHash]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.completed)
 }
 
 func (m *memStore) RemoveProcess(ctx context.Context, p ProcessID) error {

@@ -38,14 +38,19 @@ type Store interface {
 	Migrate(ctx context.Context) error
 
 	// WriteSwarms records b.Process as alive and applies b's absolute
-	// per-process swarm counts. Applying the same batch twice gives the
-	// same rows as applying it once. If the process's heartbeat row does
-	// not exist (first flush, or another process reaped it as dead) and
-	// b.Full is false, it applies nothing and returns ErrResync.
+	// per-process swarm counts and, if b.Seq is not zero, adds
+	// b.Completed to the cumulative completed counts exactly once per
+	// (b.Process, b.Seq), with the same ledger and ordering rules as
+	// ApplyAccounting. Applying the same batch twice gives the same rows
+	// as applying it once. If the process's heartbeat row does not exist
+	// (first flush, or another process reaped it as dead) and b.Full is
+	// false, it applies nothing, completed counts included, and returns
+	// ErrResync.
 	WriteSwarms(ctx context.Context, b *SwarmBatch) error
 
 	// RemoveProcess deletes a process's heartbeat and swarm rows, so a
-	// process that shuts down gracefully stops counting at once.
+	// process that shuts down gracefully stops counting at once. The
+	// cumulative completed counts stay.
 	RemoveProcess(ctx context.Context, p ProcessID) error
 
 	// ApplyAccounting adds b's deltas, exactly once per (b.Process,
@@ -102,6 +107,20 @@ type SwarmBatch struct {
 	Full    bool
 	Upserts []SwarmRow
 	Deletes []peertable.InfoHash
+	// Seq numbers the frozen batch of completed downloads in Completed;
+	// zero means the batch carries none. Like an AccountingBatch, it is
+	// retried unchanged, under the same Seq, until it commits.
+	Seq       uint64
+	Completed []CompletedDelta // sorted by InfoHash
+}
+
+// CompletedDelta is a number of completed downloads to add to a torrent's
+// cumulative count. Completed is never zero; At is when the Flusher saw
+// the last of them (it reads the counts once per Interval).
+type CompletedDelta struct {
+	InfoHash  peertable.InfoHash
+	Completed uint64
+	At        time.Time
 }
 
 // SwarmRow is one swarm's counts in one process.
@@ -143,7 +162,8 @@ type Stats struct {
 	Flushes uint64 // batches committed (or found already committed)
 	Rows    uint64 // rows sent in committed batches
 	Errors  uint64 // failed attempts
-	// PendingKeys counts keys not yet committed: swarms (Flusher) or
+	// PendingKeys counts keys not yet committed: changed swarms and
+	// swarms with completed downloads to credit (Flusher), or
 	// (user, torrent) pairs (Accountant), frozen or still coalescing.
 	PendingKeys int
 	// Backlog is the age of the oldest data not yet committed; zero when

@@ -9,7 +9,9 @@
 // down, and flushes once it is back.
 //
 // Every batch is one transaction of a few statements, whatever its size:
-// rows travel as arrays that the server expands with unnest. Per-user
+// rows travel as arrays that the server expands with unnest. A swarm
+// batch's completed downloads are added in its transaction, recorded in
+// the same ledger as accounting batches. Per-user
 // rows are sent sorted, so two processes adding to the same users lock
 // rows in the same order. Sums saturate at 2^63 - 1 rather than failing,
 // so no batch can be refused forever.
@@ -101,6 +103,25 @@ SET seeders = excluded.seeders, leechers = excluded.leechers,
 
 	deleteSwarmsSQL = `DELETE FROM chihaya_swarms WHERE process = $1 AND info_hash = ANY ($2::bytea[])`
 
+	// The completed deltas are added only if the ledger row is inserted
+	// (see ledgerSQL); a data-modifying CTE runs whether or not it is
+	// read, and its row is visible to the outer statement through l.
+	addCompletedSQL = `
+WITH l AS (
+	INSERT INTO chihaya_flush_batches (process, seq)
+	SELECT $1, $2
+	WHERE NOT EXISTS (SELECT 1 FROM chihaya_flush_batches WHERE process = $1 AND seq >= $2)
+	ON CONFLICT DO NOTHING
+	RETURNING 1
+)
+INSERT INTO chihaya_torrent_completed AS t (info_hash, completed, last_completed)
+SELECT u.ih, u.n, u.at
+FROM unnest($3::bytea[], $4::bigint[], $5::timestamptz[]) AS u (ih, n, at)
+WHERE EXISTS (SELECT 1 FROM l)
+ON CONFLICT (info_hash) DO UPDATE
+SET completed = least(t.completed::numeric + excluded.completed, 9223372036854775807)::bigint,
+    last_completed = greatest(t.last_completed, excluded.last_completed)`
+
 	// Processes silent for twice their staleness are dead; any live
 	// process removes them, skipping rows another one is removing.
 	reapSQL = `
@@ -144,9 +165,18 @@ func (s *store) WriteSwarms(ctx context.Context, b *flush.SwarmBatch) error {
 		}
 		batch.Queue(deleteSwarmsSQL, pid, ihs)
 	}
+	if n := len(b.Completed); b.Seq != 0 && n > 0 {
+		ihs, counts, ats := make([][]byte, n), make([]int64, n), make([]time.Time, n)
+		for i := range b.Completed {
+			d := &b.Completed[i]
+			ihs[i], counts[i], ats[i] = d.InfoHash[:], clamp(d.Completed), d.At
+		}
+		batch.Queue(pruneLedgerSQL, pid, int64(b.Seq))
+		batch.Queue(addCompletedSQL, pid, int64(b.Seq), ihs, counts, ats)
+	}
 	batch.Queue(reapSQL, pid)
 	if err := tx.SendBatch(ctx, &batch).Close(); err != nil {
-		return fmt.Errorf("write %d swarms, delete %d: %w", len(b.Upserts), len(b.Deletes), err)
+		return fmt.Errorf("write %d swarms, delete %d, completed batch %d: %w", len(b.Upserts), len(b.Deletes), b.Seq, err)
 	}
 	if inserted && !b.Full {
 		return flush.ErrResync

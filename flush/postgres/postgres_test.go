@@ -75,18 +75,22 @@ func TestMigrateIdempotent(t *testing.T) {
 	dsn := testenv.Database(t)
 	s := open(t, dsn)
 	c := connect(t, dsn)
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var n int
-	if err := c.QueryRow(context.Background(), "SELECT count(*) FROM chihaya_schema_migrations").Scan(&n); err != nil || n != 1 {
-		t.Fatalf("after Migrate, %d migrations recorded (%v), want 1", n, err)
+	if err := c.QueryRow(context.Background(), "SELECT count(*) FROM chihaya_schema_migrations").Scan(&n); err != nil || n != len(ms) {
+		t.Fatalf("after Migrate, %d migrations recorded (%v), want %d", n, err, len(ms))
 	}
 	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatalf("second Migrate: %v", err)
 	}
-	if err := c.QueryRow(context.Background(), "SELECT count(*) FROM chihaya_schema_migrations").Scan(&n); err != nil || n != 1 {
-		t.Errorf("after a second Migrate, %d migrations recorded (%v), want 1", n, err)
+	if err := c.QueryRow(context.Background(), "SELECT count(*) FROM chihaya_schema_migrations").Scan(&n); err != nil || n != len(ms) {
+		t.Errorf("after a second Migrate, %d migrations recorded (%v), want %d", n, err, len(ms))
 	}
 	for _, table := range []string{"chihaya_processes", "chihaya_swarms", "chihaya_torrent_stats", "chihaya_user_torrents",
-		"chihaya_snatches", "chihaya_users_stats", "chihaya_flush_batches"} {
+		"chihaya_snatches", "chihaya_users_stats", "chihaya_flush_batches", "chihaya_torrent_completed"} {
 		if _, err := c.Exec(context.Background(), "SELECT * FROM "+table+" LIMIT 0"); err != nil {
 			t.Errorf("%s: %v", table, err)
 		}
@@ -121,9 +125,13 @@ func TestMigrateConcurrent(t *testing.T) {
 			t.Errorf("Migrate %d: %v", i, err)
 		}
 	}
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var v int
-	if err := connect(t, dsn).QueryRow(context.Background(), "SELECT count(*) FROM chihaya_schema_migrations").Scan(&v); err != nil || v != 1 {
-		t.Errorf("%d migrations recorded (%v), want 1", v, err)
+	if err := connect(t, dsn).QueryRow(context.Background(), "SELECT count(*) FROM chihaya_schema_migrations").Scan(&v); err != nil || v != len(ms) {
+		t.Errorf("%d migrations recorded (%v), want %d", v, err, len(ms))
 	}
 }
 
@@ -381,8 +389,8 @@ func TestTwoProcesses(t *testing.T) {
 	if _, err := c.Exec(ctx, "UPDATE chihaya_processes SET last_flush = now() - interval '1 hour' WHERE id = $1", uuid(f2.Process())); err != nil {
 		t.Fatal(err)
 	}
-	if got := torrentStats(t, c); got[peertable.InfoHash{1}] != (statRow{1, 1, 0}) {
-		t.Errorf("with process 2 stale, swarm 1 = %v, want process 1's counts only", got[peertable.InfoHash{1}])
+	if got := torrentStats(t, c); got[peertable.InfoHash{1}] != (statRow{1, 1, 1}) {
+		t.Errorf("with process 2 stale, swarm 1 = %v, want process 1's peers only and the completed download kept", got[peertable.InfoHash{1}])
 	}
 	if err := f1.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -400,11 +408,12 @@ func TestTwoProcesses(t *testing.T) {
 		t.Errorf("after the reap and a resync, torrent stats = %v, want %v", got, want)
 	}
 
-	// A graceful stop removes a process's rows at once.
+	// A graceful stop removes a process's peers at once; its completed
+	// download stays.
 	if err := s2.RemoveProcess(ctx, f2.Process()); err != nil {
 		t.Fatal(err)
 	}
-	want = map[peertable.InfoHash]statRow{{1}: {1, 1, 0}, {2}: {0, 0, 0}}
+	want = map[peertable.InfoHash]statRow{{1}: {1, 1, 1}, {2}: {0, 0, 0}}
 	if got := torrentStats(t, c); !equal(got, want) {
 		t.Errorf("after process 2 left, torrent stats = %v, want %v", got, want)
 	}
