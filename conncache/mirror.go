@@ -283,12 +283,12 @@ func (m *Mirror) republishAll(ctx context.Context) bool {
 		return true
 	})
 	if err == nil && commit() {
-		cctx, cancel := context.WithTimeout(ctx, 4*m.cfg.Timeout)
-		err = m.pool.Prune(cctx, func(ih peertable.InfoHash) bool {
+		// No overall deadline: it walks the keyspace, and each command
+		// is bounded by the driver's own timeouts.
+		err = m.pool.Prune(ctx, func(ih peertable.InfoHash) bool {
 			c := m.local.Scrape(ih)
 			return c.Seeders+c.Leechers > 0 || c.Completed > 0
 		})
-		cancel()
 	}
 	// Others may hold stale copies of this origin's peers, or none of
 	// those just written (a table restored from a snapshot).
@@ -438,10 +438,9 @@ func (m *Mirror) reload(ctx context.Context) error {
 	seen := make(map[key]struct{})
 	completed := make(map[peertable.InfoHash]map[Origin]uint32)
 	since := time.Now().Add(-m.cfg.RemoteLifetime())
-	lctx, cancel := context.WithTimeout(ctx, 10*m.cfg.Timeout)
-	defer cancel()
 	n := 0
-	err := m.pool.Load(lctx, since, func(o Origin, r Record) {
+	// No overall deadline, as for Prune.
+	err := m.pool.Load(ctx, since, func(o Origin, r Record) {
 		switch r.Op {
 		case OpPut:
 			a := peertable.Announce{InfoHash: r.InfoHash, Addr: r.Peer.Addr, Seeder: r.Peer.Seeder}
