@@ -101,7 +101,7 @@ func (m *Mirror) Remote() *peertable.Table { return m.remote }
 // Changed queues a change of the local table for the next batch. It
 // implements tracker.Mirror: it does not block on I/O and, once the log
 // has held as many entries as it holds now, does not allocate.
-func (m *Mirror) Changed(ih peertable.InfoHash, p peertable.Peer, ch peertable.Change, res *peertable.Result) {
+func (m *Mirror) Changed(ih peertable.InfoHash, p peertable.Peer, ch peertable.Change, res peertable.Result) {
 	switch ch {
 	case peertable.ChangeNone:
 	case peertable.ChangeRemoved:
@@ -113,7 +113,7 @@ func (m *Mirror) Changed(ih peertable.InfoHash, p peertable.Peer, ch peertable.C
 		}
 		m.clog.note(&ih, &p, op)
 	}
-	if res != nil && res.Completed {
+	if res.Completed {
 		m.clog.noteCompleted(&ih, res.Counts.Completed)
 	}
 }

@@ -83,12 +83,12 @@ func TestChangedCoalesces(t *testing.T) {
 	m, r := newTestMirror(t, 0)
 	ih := ihOf(1)
 	p4, p6 := peerOf(1, false), peerOf(2, true)
-	m.Changed(ih, p4, peertable.ChangeAdded, &peertable.Result{})
-	m.Changed(ih, p4, peertable.ChangeNone, &peertable.Result{})
+	m.Changed(ih, p4, peertable.ChangeAdded, peertable.Result{})
+	m.Changed(ih, p4, peertable.ChangeNone, peertable.Result{})
 	seeder := p4
 	seeder.Seeder = true
-	m.Changed(ih, seeder, peertable.ChangeRole, &peertable.Result{Completed: true, Counts: peertable.Counts{Completed: 4}})
-	m.Changed(ih, p6, peertable.ChangeAdded, &peertable.Result{})
+	m.Changed(ih, seeder, peertable.ChangeRole, peertable.Result{Completed: true, Counts: peertable.Counts{Completed: 4}})
+	m.Changed(ih, p6, peertable.ChangeAdded, peertable.Result{})
 	m.Expired(ih, p6)
 	if got := m.Stats().Pending; got != 3 {
 		t.Errorf("Pending = %d, want 3 (two peers and a count)", got)
@@ -120,14 +120,14 @@ func TestChangedCoalesces(t *testing.T) {
 func TestChangedOverflow(t *testing.T) {
 	m, _ := newTestMirror(t, 10)
 	for i := range 15 {
-		m.Changed(ihOf(1), peerOf(i, false), peertable.ChangeAdded, &peertable.Result{})
+		m.Changed(ihOf(1), peerOf(i, false), peertable.ChangeAdded, peertable.Result{})
 	}
 	st := m.Stats()
 	if st.Pending != 10 || st.Dropped != 5 {
 		t.Errorf("Stats = %+v, want Pending 10, Dropped 5", st)
 	}
 	// A known peer still updates in place when the log is full.
-	m.Changed(ihOf(1), peerOf(3, false), peertable.ChangeRemoved, &peertable.Result{})
+	m.Changed(ihOf(1), peerOf(3, false), peertable.ChangeRemoved, peertable.Result{})
 	if got := m.Stats().Dropped; got != 5 {
 		t.Errorf("Dropped after updating a queued peer = %d, want 5", got)
 	}
@@ -144,7 +144,7 @@ func TestChangedDoesNotAllocate(t *testing.T) {
 	}
 	m, _ := newTestMirror(t, 0)
 	const n = 1000
-	res := &peertable.Result{}
+	res := peertable.Result{}
 	var ihs [10]peertable.InfoHash
 	for i := range ihs {
 		ihs[i] = ihOf(i)
@@ -174,7 +174,7 @@ func BenchmarkChanged(b *testing.B) {
 			for i := range peers {
 				peers[i] = peerOf(i, false)
 			}
-			res := &peertable.Result{}
+			res := peertable.Result{}
 			for i := range n {
 				m.Changed(ihs[i%64], peers[i], peertable.ChangeAdded, res)
 			}
@@ -191,7 +191,7 @@ func BenchmarkChanged(b *testing.B) {
 			for i := range peers {
 				peers[i] = peerOf(i, false)
 			}
-			res := &peertable.Result{}
+			res := peertable.Result{}
 			for i := range n {
 				m.Changed(ihOf(i%64), peers[i], peertable.ChangeAdded, res)
 			}

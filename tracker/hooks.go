@@ -32,7 +32,7 @@ type Hooks struct {
 // after the change is in the local table, once per announce whose Change is
 // not ChangeNone. It must be safe for concurrent use and must not block.
 type Mirror interface {
-	Changed(ih peertable.InfoHash, p peertable.Peer, ch peertable.Change, res *peertable.Result)
+	Changed(ih peertable.InfoHash, p peertable.Peer, ch peertable.Change, res peertable.Result)
 }
 
 // A Grant is what private mode knows about an admitted announce.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/chihaya/chihaya/peertable"
@@ -34,7 +35,7 @@ func (r *recorder) Account(g Grant, req *AnnounceRequest) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) Changed(ih peertable.InfoHash, p peertable.Peer, ch peertable.Change, res *peertable.Result) {
+func (r *recorder) Changed(ih peertable.InfoHash, p peertable.Peer, ch peertable.Change, res peertable.Result) {
 	r.mu.Lock()
 	r.changes = append(r.changes, ch)
 	r.mu.Unlock()
@@ -118,5 +119,42 @@ func TestRemotePeers(t *testing.T) {
 	}
 	if c := tr.Scrape(ih); c != (peertable.Counts{Seeders: 3, Leechers: 3, Completed: 3}) {
 		t.Errorf("scrape %+v", c)
+	}
+}
+
+// countingMirror counts changes without allocating.
+type countingMirror struct{ n atomic.Int64 }
+
+func (m *countingMirror) Changed(peertable.InfoHash, peertable.Peer, peertable.Change, peertable.Result) {
+	m.n.Add(1)
+}
+
+// The hooks must not cost the hot path an allocation: a Result handed
+// to an interface by pointer once moved every announce's Result to the heap.
+func TestHooksDoNotAllocate(t *testing.T) {
+	tr := newTracker(t, Config{})
+	remote, err := peertable.New(peertable.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &countingMirror{}
+	tr.SetHooks(Hooks{Remote: remote, Mirror: m})
+	ih := peertable.InfoHash{5}
+	remote.Announce(&peertable.Announce{InfoHash: ih, Addr: netip.MustParseAddrPort("192.0.2.9:1"), Seeder: true}, nil)
+	req := AnnounceRequest{InfoHash: ih, Addr: netip.MustParseAddrPort("192.0.2.1:6881"), Left: 1, NumWant: 50}
+	buf := make([]byte, 0, 1500)
+	ev := []peertable.Event{peertable.EventStarted, peertable.EventStopped}
+	i := 0
+	if n := testing.AllocsPerRun(200, func() {
+		req.Event = ev[i%2] // every announce a change: added, then removed
+		i++
+		if _, err := tr.Announce(&req, buf); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Announce with hooks allocates %v times", n)
+	}
+	if m.n.Load() == 0 {
+		t.Error("the mirror heard of no change")
 	}
 }

@@ -174,7 +174,7 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 	start := len(peers)
 	peers, res := t.peers.Announce(&a, peers)
 	if h.Mirror != nil && res.Change != peertable.ChangeNone {
-		h.Mirror.Changed(a.InfoHash, peertable.Peer{Addr: a.Addr, Seeder: a.Seeder}, res.Change, &res)
+		h.Mirror.Changed(a.InfoHash, peertable.Peer{Addr: a.Addr, Seeder: a.Seeder}, res.Change, res)
 	}
 	if h.Remote != nil {
 		// Other processes' peers fill what the local swarm could not.
