@@ -31,6 +31,9 @@ type Config struct {
 	HTTP     HTTPConfig     `toml:"http"`
 	Admin    AdminConfig    `toml:"admin"`
 	Snapshot SnapshotConfig `toml:"snapshot"`
+	Cache    CacheConfig    `toml:"cache"`
+	Storage  StorageConfig  `toml:"storage"`
+	Private  PrivateConfig  `toml:"private"`
 }
 
 // LogConfig selects how much the daemon says and in which format.
@@ -232,6 +235,9 @@ func (c *Config) check() error {
 		return err
 	}
 	if _, err := c.admin(nil); err != nil {
+		return err
+	}
+	if err := c.checkServices(); err != nil {
 		return err
 	}
 	return c.checkSnapshot()

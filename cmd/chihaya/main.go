@@ -50,8 +50,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q; options go before arguments, see -help", fs.Arg(0))
+	migrate := false
+	switch {
+	case fs.NArg() == 1 && fs.Arg(0) == "migrate":
+		migrate = true
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q; the only command is \"migrate\", and options go before it, see -help", fs.Arg(0))
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "chihaya", versionString())
@@ -72,6 +76,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg, err := LoadConfig(*configPath)
 	if err != nil {
 		return err
+	}
+	if migrate {
+		return runMigrate(cfg, stdout)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -107,6 +114,7 @@ type daemon struct {
 	log   *slog.Logger
 	table *peertable.Table
 	core  *tracker.Tracker
+	svc   *services          // cache, storage, private mode: each optional
 	udp   *udp.Server        // nil when disabled
 	http  *httpcompat.Server // nil when disabled
 	admin *admin.Server      // nil when disabled
@@ -126,15 +134,17 @@ type daemon struct {
 // start builds every part from cfg and opens the listening sockets, so that
 // a bad address fails before anything runs.
 func start(cfg Config, log *slog.Logger) (*daemon, error) {
-	table, err := peertable.New(cfg.peertable())
+	table, hooks, svc, err := openServices(context.Background(), cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	core, err := tracker.New(cfg.tracker(), table)
 	if err != nil {
+		svc.close()
 		return nil, err
 	}
-	d := &daemon{cfg: cfg, log: log, table: table, core: core, live: cfg}
+	core.SetHooks(hooks)
+	d := &daemon{cfg: cfg, log: log, table: table, core: core, svc: svc, live: cfg}
 	if !cfg.UDP.Disabled {
 		if d.udp, err = udp.Listen(cfg.udp(log), core); err != nil {
 			return nil, err
@@ -166,6 +176,10 @@ func start(cfg Config, log *slog.Logger) (*daemon, error) {
 		d.close()
 		return nil, err
 	}
+	if err := svc.afterRestore(cfg, table, log); err != nil {
+		d.close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -179,6 +193,7 @@ func (d *daemon) sources() admin.Sources {
 	if d.http != nil {
 		src.HTTP = d.http.Stats
 	}
+	d.svc.sources(&src)
 	return src
 }
 
@@ -193,6 +208,7 @@ func (d *daemon) close() {
 	if d.admin != nil {
 		d.admin.Close()
 	}
+	d.svc.close()
 }
 
 // udpAddrs returns the bound UDP addresses (nil when UDP is disabled).
@@ -232,8 +248,11 @@ func (d *daemon) run(ctx context.Context) error {
 	defer cancel()
 	adminCtx, cancelAdmin := context.WithCancel(context.Background())
 	defer cancelAdmin()
+	svcCtx, cancelSvc := context.WithCancel(context.Background())
+	defer cancelSvc()
 	var wg, adminWG sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 12)
+	svcWait := d.svc.run(svcCtx, errc)
 	wg.Go(func() { errc <- d.table.Run(runCtx) })
 	if d.udp != nil {
 		wg.Go(func() { errc <- d.udp.Serve(runCtx) })
@@ -270,7 +289,12 @@ func (d *daemon) run(ctx context.Context) error {
 	var snapErr error
 	go func() {
 		wg.Wait()
-		// The frontends have stopped: the snapshot is of one moment.
+		// The frontends have stopped: the services send what they hold
+		// a last time, each within its own bound, and then close.
+		cancelSvc()
+		svcWait()
+		d.svc.close()
+		// The snapshot is of one moment.
 		// /readyz keeps saying 503 while it is written.
 		snapErr = d.saveSnapshot()
 		cancelAdmin()

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/chihaya/chihaya/httpcompat/bencodetest"
+	"github.com/chihaya/chihaya/internal/testenv"
+)
+
+// servicesConfig is an HTTP-only daemon on loopback with the cache and
+// the storage pointed at the test's Redis prefix and database.
+func servicesConfig(redisAddr, prefix, dsn string) Config {
+	var cfg Config
+	cfg.UDP.Disabled = true
+	cfg.HTTP.Addrs = []string{"127.0.0.1:0"}
+	cfg.Admin.Disabled = true
+	cfg.Tracker.ShutdownTimeout = Duration(10 * time.Second)
+	cfg.Cache.Driver = "redis"
+	cfg.Cache.Addrs = []string{redisAddr}
+	cfg.Cache.KeyPrefix = prefix
+	cfg.Storage.Driver = "postgres"
+	cfg.Storage.DSN = Secret(dsn)
+	cfg.Storage.FlushInterval = Duration(200 * time.Millisecond)
+	cfg.Storage.MigrateAtStart = true
+	return cfg
+}
+
+func randomPrefix(t *testing.T) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "chihaya-test-" + hex.EncodeToString(b) + ":"
+}
+
+// announceHTTP announces ih for the peer at port (left 0 makes it a
+// seeder) and returns the decoded reply.
+func announceHTTP(t *testing.T, base string, ih [20]byte, port int, left int, event string) map[string]any {
+	t.Helper()
+	q := fmt.Sprintf("/announce?info_hash=%s&peer_id=-TE0001-%012d&port=%d&uploaded=0&downloaded=0&left=%d&compact=1&numwant=50",
+		url.QueryEscape(string(ih[:])), port, port, left)
+	if event != "" {
+		q += "&event=" + event
+	}
+	v, err := bencodetest.Decode([]byte(get(t, base+q)))
+	if err != nil {
+		t.Fatalf("announce reply: %v", err)
+	}
+	d, ok := v.(map[string]any)
+	if !ok || d["failure reason"] != nil {
+		t.Fatalf("announce reply %v", v)
+	}
+	return d
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; last state: %s", what, within, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTwoDaemonsShareSwarms runs two daemons over one Redis and one
+// PostgreSQL: a peer announced to one is returned and counted by the
+// other, the database counts both, and a graceful stop takes a daemon's
+// counts out of the database.
+func TestTwoDaemonsShareSwarms(t *testing.T) {
+	redisAddr := testenv.RedisAddr(t)
+	dsn := testenv.Database(t)
+	cfg := servicesConfig(redisAddr, randomPrefix(t), dsn)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	baseA, stopA := startDaemon(t, cfg, log)
+	baseB, stopB := startDaemon(t, cfg, log)
+	stoppedA := false
+	defer func() {
+		if !stoppedA {
+			stopA()
+		}
+		stopB()
+	}()
+
+	ih := [20]byte{0xc0, 0xff, 0xee}
+	announceHTTP(t, baseA, ih, 7001, 0, "started") // a seeder on A
+	eventually(t, time.Second, "B returns A's seeder", func() (bool, string) {
+		d := announceHTTP(t, baseB, ih, 7002, 100, "started") // a leecher on B
+		peers, _ := d["peers"].(string)
+		return d["complete"] == int64(1) && len(peers) == 6, fmt.Sprint(d)
+	})
+	eventually(t, time.Second, "A counts B's leecher", func() (bool, string) {
+		d := announceHTTP(t, baseA, ih, 7001, 0, "")
+		return d["incomplete"] == int64(1), fmt.Sprint(d)
+	})
+
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	stats := func() (seeders, leechers int64, found bool) {
+		err := conn.QueryRow(context.Background(),
+			"SELECT seeders, leechers FROM chihaya_torrent_stats WHERE info_hash = $1", ih[:]).Scan(&seeders, &leechers)
+		return seeders, leechers, err == nil
+	}
+	// Each process writes the peers announced to it; the view sums them.
+	eventually(t, 5*time.Second, "chihaya_torrent_stats counts both processes", func() (bool, string) {
+		s, l, ok := stats()
+		return ok && s == 1 && l == 1, fmt.Sprint(s, l, ok)
+	})
+
+	if err := stopA(); err != nil {
+		t.Fatalf("stopping A: %v", err)
+	}
+	stoppedA = true
+	eventually(t, 5*time.Second, "A's seeder leaves the database at its graceful stop", func() (bool, string) {
+		s, l, ok := stats()
+		return ok && s == 0 && l == 1, fmt.Sprint(s, l, ok)
+	})
+}
