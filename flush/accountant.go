@@ -2,6 +2,7 @@ package flush
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -302,6 +303,12 @@ func (a *Accountant) Flush(ctx context.Context) error {
 	applied, err := a.store.ApplyAccounting(ctx, b)
 	now := time.Now()
 	a.mu.Lock()
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		// Run is stopping: the batch stays frozen for its final flush,
+		// and an interrupted flush is not a failing store.
+		a.mu.Unlock()
+		return err
+	}
 	if err != nil {
 		a.st.Errors++
 		started := a.fails.fail(now)

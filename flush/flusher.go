@@ -191,6 +191,12 @@ func (f *Flusher) Flush(ctx context.Context) error {
 		err = f.write(ctx)
 	}
 	f.mu.Lock()
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		// Run is stopping: its final flush takes over, and an
+		// interrupted flush is not a failing store.
+		f.mu.Unlock()
+		return err
+	}
 	if err != nil {
 		f.st.Errors++
 		f.st.PendingKeys = len(f.batch.Upserts) + len(f.batch.Deletes) + len(f.inflight) + len(f.pending)
