@@ -377,6 +377,30 @@ func NewRuleSet() *RuleSet {
 	return s
 }
 
+// SizeLike sizes s for as many rows as r holds now, shard by shard, so
+// that a full reload does not rehash as it grows. Call it before adding
+// rows.
+func (s *RuleSet) SizeLike(r *Rules) {
+	cur := r.snap.Load()
+	r.mu.Lock()
+	users, torrents := len(r.userByID), len(r.torrentByID)
+	r.mu.Unlock()
+	e := &s.e
+	if len(e.userByID) > 0 || len(e.torrentByID) > 0 {
+		return
+	}
+	e.userByID = make(map[uint32]passkey, users)
+	e.torrentByID = make(map[uint32]torrentKeys, torrents)
+	for i := range rulesShards {
+		if n := len(cur.users[i]); n > 0 {
+			e.snap.users[i] = make(map[passkey]userEntry, n)
+		}
+		if n := len(cur.torrents[i]); n > 0 {
+			e.snap.torrents[i] = make(map[[20]byte]torrentEntry, n)
+		}
+	}
+}
+
 // Edit returns the set's editor. Unlike Rules.Edit, changes are visible to
 // no announce until the set is passed to Replace.
 func (s *RuleSet) Edit() *RulesEdit { return &s.e }

@@ -236,6 +236,29 @@ func TestEdit(t *testing.T) {
 	}
 }
 
+func TestRuleSetSizeLike(t *testing.T) {
+	r := testRules(t, "-qB")
+	set := NewRuleSet()
+	set.SizeLike(r)
+	e := set.Edit()
+	if err := e.SetUser(User{ID: 9, Passkey: testPasskey(9), Enabled: true, CanDownload: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetTorrent(Torrent{ID: 11, InfoHash: v1Hash(11), InfoHashV2: v2Hash(11), Allowed: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.Replace(set)
+	if g, err := r.Authorize(testPasskey(9), testRequest(v2Hash(11), "-UT3550-xxxxxxxxxxxx", 1)); err != nil || g != (tracker.Grant{User: 9, Torrent: 11}) {
+		t.Errorf("after Replace with a sized set = %+v, %v; want user 9, torrent 11 and every client", g, err)
+	}
+	if _, err := r.Authorize(testPasskey(1), testRequest(v1Hash(10), "-qB4650-xxxxxxxxxxxx", 1)); err != ErrUnknownPasskey {
+		t.Errorf("user of the replaced rules: %v, want %v", err, ErrUnknownPasskey)
+	}
+	if s := r.Stats(); s != (RulesStats{Users: 1, Torrents: 1}) {
+		t.Errorf("Stats() = %+v, want 1 user, 1 torrent, 0 clients", s)
+	}
+}
+
 // TestEditIsolation checks that an Edit never changes a snapshot that
 // readers may hold: the copy-on-write clones every shard it touches.
 func TestEditIsolation(t *testing.T) {

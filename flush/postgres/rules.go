@@ -567,6 +567,7 @@ func (r *Rules) reload(ctx context.Context) error {
 	defer tx.Rollback(context.Background())
 
 	set := flush.NewRuleSet()
+	set.SizeLike(r.Rules)
 	e := set.Edit()
 	var skipped uint64
 	var firstSkip error
