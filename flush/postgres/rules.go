@@ -130,10 +130,11 @@ const rulesMaxPending = 10_000
 type Rules struct {
 	*flush.Rules
 
-	cfg  RulesConfig
-	log  *slog.Logger
-	pool *pgxpool.Pool
-	sql  rulesSQL
+	cfg     RulesConfig
+	log     *slog.Logger
+	pool    *pgxpool.Pool
+	connCfg *pgx.ConnConfig // the pool's, without pool_* settings: for the listener
+	sql     rulesSQL
 
 	reloads, notifications, errs atomic.Uint64
 	lastReload                   atomic.Int64 // unix nanoseconds
@@ -189,12 +190,13 @@ func LoadRules(ctx context.Context, cfg RulesConfig) (*Rules, error) {
 		return nil, fmt.Errorf("postgres: rules: %w", err)
 	}
 	r := &Rules{
-		Rules: flush.NewRules(),
-		cfg:   cfg,
-		log:   cfg.Logger,
-		pool:  pool,
-		sql:   newRulesSQL(&cfg),
-		q:     rulesQueue{wake: make(chan struct{}, 1)},
+		Rules:   flush.NewRules(),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		pool:    pool,
+		connCfg: pcfg.ConnConfig,
+		sql:     newRulesSQL(&cfg),
+		q:       rulesQueue{wake: make(chan struct{}, 1)},
 	}
 	// Listen before loading, so a change committed during the load is
 	// notified and applied after it.
@@ -271,7 +273,7 @@ func (r *Rules) setListenErr(err error) {
 func (r *Rules) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	c, err := pgx.Connect(ctx, r.cfg.DSN)
+	c, err := pgx.ConnectConfig(ctx, r.connCfg.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("postgres: rules: connect: %w", err)
 	}

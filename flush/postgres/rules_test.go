@@ -146,7 +146,9 @@ func TestLoadRulesFollowsNotifications(t *testing.T) {
 	dsn, c := rulesDB(t)
 	rulesExec(t, c, `INSERT INTO users (id, passkey) VALUES (1, $1)`, pk(1))
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash, info_hash_v2) VALUES (10, $1, $2)`, hashV1(10), hashV2(10))
-	r := startRules(t, RulesConfig{DSN: dsn})
+	// pgxpool settings in the DSN must not reach the listener's server
+	// session as unknown parameters.
+	r := startRules(t, RulesConfig{DSN: dsn + "&pool_max_conns=2"})
 
 	if s := r.Stats(); s.Users != 1 || s.Torrents != 1 || s.Clients != 0 || s.Reloads != 1 || s.LastReload.IsZero() {
 		t.Errorf("Stats after LoadRules = %+v, want 1 user, 1 torrent, 0 clients, 1 reload", s)
