@@ -91,6 +91,7 @@ func announce(ih []byte, peerID string) *tracker.AnnounceRequest {
 func startRules(t *testing.T, cfg RulesConfig) *Rules {
 	t.Helper()
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	goroutines := runtime.NumGoroutine()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r, err := LoadRules(ctx, cfg)
@@ -108,6 +109,14 @@ func startRules(t *testing.T, cfg RulesConfig) *Rules {
 		stop()
 		wg.Wait()
 		r.Close()
+		// Nothing of the Rules outlives Close (a proxy's forwarders
+		// finish once they see the connections closed).
+		eventually(t, "goroutines after Close", func() error {
+			if n := runtime.NumGoroutine(); n > goroutines {
+				return fmt.Errorf("%d goroutines, %d before LoadRules", n, goroutines)
+			}
+			return nil
+		})
 	})
 	return r
 }
