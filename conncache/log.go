@@ -113,37 +113,52 @@ func (l *changeLog) reserve() bool {
 	return true
 }
 
+// drained is a log entry taken out by drain.
+type drained struct {
+	k         logKey
+	op        logOp
+	completed uint32 // for entries of the completed map (k has only ih)
+}
+
 // drain empties the log into tx: peer changes first, then completed
-// counts, so that a receiver has the swarm before its count. It returns
-// the number of changes.
-func (l *changeLog) drain(tx Tx) int {
-	n := 0
+// counts, so that a receiver has the swarm before its count. Entries are
+// copied out under each shard's lock and encoded after it, so announces
+// wait for a copy, not for the encoding. buf is reused between calls. It
+// returns the number of changes and the buffer.
+func (l *changeLog) drain(tx Tx, buf []drained) (int, []drained) {
+	buf = buf[:0]
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
 		for k, op := range sh.peers {
-			if op&logRemove != 0 {
-				tx.Remove(k.ih, k.peer(op))
-			} else {
-				tx.Put(k.ih, k.peer(op))
-			}
+			buf = append(buf, drained{k: k, op: op})
 		}
-		n += len(sh.peers)
 		clear(sh.peers)
 		sh.mu.Unlock()
 	}
+	peers := len(buf)
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
 		for ih, c := range sh.completed {
-			tx.SetCompleted(ih, c)
+			buf = append(buf, drained{k: logKey{ih: ih}, completed: c})
 		}
-		n += len(sh.completed)
 		clear(sh.completed)
 		sh.mu.Unlock()
 	}
-	l.pending.Add(-int64(n))
-	return n
+	l.pending.Add(-int64(len(buf)))
+	for i := range buf {
+		d := &buf[i]
+		switch {
+		case i >= peers:
+			tx.SetCompleted(d.k.ih, d.completed)
+		case d.op&logRemove != 0:
+			tx.Remove(d.k.ih, d.k.peer(d.op))
+		default:
+			tx.Put(d.k.ih, d.k.peer(d.op))
+		}
+	}
+	return len(buf), buf
 }
 
 // reset drops every entry (a full republish supersedes them) and clears

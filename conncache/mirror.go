@@ -21,6 +21,7 @@ type Mirror struct {
 	cfg    Config
 	log    *slog.Logger
 	clog   *changeLog
+	buf    []drained // the publisher's, for drain
 
 	republish atomic.Bool   // the store may lack local state: send all of it
 	reloadCh  chan struct{} // capacity 1: Remote may lack remote state
@@ -219,7 +220,8 @@ func (m *Mirror) sync(ctx context.Context) bool {
 
 func (m *Mirror) flush(ctx context.Context) bool {
 	tx := m.pool.Begin()
-	n := m.clog.drain(tx)
+	var n int
+	n, m.buf = m.clog.drain(tx, m.buf)
 	if n == 0 {
 		m.lastSync.Store(time.Now().UnixNano())
 		return true
