@@ -237,6 +237,70 @@ func TestRulesFullReload(t *testing.T) {
 	}
 }
 
+// TestRulesBurst changes more rows in one statement than may wait to be
+// loaded by id: however the notifications are batched (by id, or a full
+// reload past rulesMaxPending), the end state is right.
+func TestRulesBurst(t *testing.T) {
+	dsn, c := rulesDB(t)
+	rulesExec(t, c, `INSERT INTO torrents (id, info_hash) VALUES (10, $1)`, hashV1(10))
+	r := startRules(t, RulesConfig{DSN: dsn})
+	const n = rulesMaxPending + 5000
+	rulesExec(t, c, `INSERT INTO users (id, passkey) SELECT i, lpad(to_hex(i), 32, '0') FROM generate_series(1, $1) i`, n)
+	eventually(t, "users inserted in bulk", func() error {
+		if s := r.Stats(); s.Users != n {
+			return fmt.Errorf("Stats().Users = %d, want %d", s.Users, n)
+		}
+		return nil
+	})
+	for _, id := range []int{1, n / 2, n} {
+		if err := authorized(r, id, hashV1(10), qb, nil)(); err != nil {
+			t.Errorf("user %d of the bulk insert: %v", id, err)
+		}
+	}
+	rulesExec(t, c, `UPDATE users SET enabled = false WHERE id % 2 = 0`)
+	eventually(t, "users disabled in bulk", authorized(r, n, hashV1(10), qb, flush.ErrAccountDisabled))
+	eventually(t, "users disabled in bulk", authorized(r, 2, hashV1(10), qb, flush.ErrAccountDisabled))
+	if err := authorized(r, n-1, hashV1(10), qb, nil)(); err != nil {
+		t.Errorf("odd user after the bulk update: %v", err)
+	}
+	if s := r.Stats(); s.Notifications < n {
+		t.Errorf("Stats().Notifications = %d, want at least %d", s.Notifications, n)
+	}
+}
+
+func TestRulesQueue(t *testing.T) {
+	var q rulesQueue
+	q.wake = make(chan struct{}, 1)
+	for _, p := range []string{"user:1", "user:1", "user:2", "torrent:7", "client", "client:2d7142"} {
+		q.add(p)
+	}
+	p := q.take()
+	if p.full || !p.clients || len(p.users) != 2 || len(p.torrents) != 1 {
+		t.Errorf("take() = %+v, want users 1 and 2, torrent 7, clients", p)
+	}
+	if p := q.take(); !p.empty() {
+		t.Errorf("second take() = %+v, want nothing pending", p)
+	}
+	for _, payload := range []string{"reload", "user:x", "user:-1", "torrent:4294967296", "user", ""} {
+		q.add("user:1")
+		q.add(payload)
+		if p := q.take(); !p.full || len(p.users) != 0 {
+			t.Errorf("after payload %q: take() = %+v, want only a full reload", payload, p)
+		}
+	}
+	for i := range rulesMaxPending + 1 {
+		q.add("user:" + strconv.Itoa(i))
+	}
+	if p := q.take(); !p.full || len(p.users) != 0 {
+		t.Errorf("after %d user notifications: full = %v, %d users pending; want only a full reload", rulesMaxPending+1, p.full, len(p.users))
+	}
+	select {
+	case <-q.wake:
+	default:
+		t.Error("add did not signal wake")
+	}
+}
+
 func TestRulesSurviveConnectionCut(t *testing.T) {
 	direct, c := rulesDB(t)
 	dsn, proxy := rulesViaProxy(t, direct)
