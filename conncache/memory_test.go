@@ -130,8 +130,11 @@ func TestMirrorRecovers(t *testing.T) {
 	waitFor(t, "A notices the outage", func() bool { return !a.mirror.Stats().Healthy })
 	a.pool.Restore()
 	waitFor(t, "B reloads A's republished peers", func() bool { return slices.Equal(ports(b.mirror.Remote(), ih), []uint16{3, 4}) })
+	// Whether A's batch failed or went out just after the cut ended, A
+	// republishes once its subscription is back.
+	waitFor(t, "A republishes after its outage", func() bool { return a.mirror.Stats().Republishes >= 2 })
 	waitFor(t, "A healthy", func() bool { return a.mirror.Stats().Healthy })
-	if st := a.mirror.Stats(); st.Republishes < 2 || st.Errors == 0 {
-		t.Errorf("A's Stats = %+v, want a second republish and errors", st)
+	if st := a.mirror.Stats(); st.Errors == 0 {
+		t.Errorf("A's Stats = %+v, want errors counted", st)
 	}
 }
