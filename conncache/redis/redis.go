@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -53,6 +54,7 @@ func (Driver) Open(cfg conncache.Config) (conncache.Pool, error) {
 		MaxRetries:      1,
 		DisableIdentity: true,
 	}
+	quietOnce.Do(func() { goredis.SetLogger(debugLogger{cfg.Logger}) })
 	c := goredis.NewUniversalClient(opt)
 	p := &Pool{
 		c:       c,
@@ -66,6 +68,20 @@ func (Driver) Open(cfg conncache.Config) (conncache.Pool, error) {
 	}
 	p.originHex = p.origin.String()
 	return p, nil
+}
+
+// quietOnce routes go-redis's own log lines (one per failed dial, for
+// instance) to the first Pool's logger at debug level: the Mirror logs
+// each change of state once, and an outage must not flood the log.
+// go-redis has one logger per program, hence once.
+var quietOnce sync.Once
+
+type debugLogger struct{ l *slog.Logger }
+
+func (d debugLogger) Printf(ctx context.Context, format string, v ...any) {
+	if d.l.Enabled(ctx, slog.LevelDebug) {
+		d.l.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+	}
 }
 
 // Pool is a conncache.Pool on Redis.
