@@ -15,7 +15,7 @@ import (
 )
 
 // testPrefix returns a fresh key prefix and deletes its keys at cleanup.
-func testPrefix(t *testing.T, addrs []string, cluster bool) string {
+func testPrefix(t testing.TB, addrs []string, cluster bool) string {
 	t.Helper()
 	var b [6]byte
 	rand.Read(b[:])
@@ -45,7 +45,7 @@ func testPrefix(t *testing.T, addrs []string, cluster bool) string {
 	return prefix
 }
 
-func testConfig(t *testing.T, addrs []string, cluster bool) conncache.Config {
+func testConfig(t testing.TB, addrs []string, cluster bool) conncache.Config {
 	return conncache.Config{
 		Addrs:        addrs,
 		Cluster:      cluster,
@@ -55,7 +55,7 @@ func testConfig(t *testing.T, addrs []string, cluster bool) conncache.Config {
 	}
 }
 
-func open(t *testing.T, cfg conncache.Config) *Pool {
+func open(t testing.TB, cfg conncache.Config) *Pool {
 	t.Helper()
 	p, err := conncache.Open("redis", cfg)
 	if err != nil {
