@@ -41,6 +41,13 @@ func (Driver) Open(cfg conncache.Config) (conncache.Pool, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("redis: Addrs is empty")
 	}
+	cluster := cfg.Cluster || (len(cfg.Addrs) > 1 && cfg.MasterName == "")
+	if cluster && cfg.DB != 0 {
+		return nil, fmt.Errorf("redis: DB is %d, but a Redis Cluster has only database 0", cfg.DB)
+	}
+	if cluster && cfg.MasterName != "" {
+		return nil, errors.New("redis: Cluster and MasterName (Sentinel) exclude each other")
+	}
 	opt := &goredis.UniversalOptions{
 		Addrs:           cfg.Addrs,
 		MasterName:      cfg.MasterName,

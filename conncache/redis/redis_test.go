@@ -89,3 +89,22 @@ func TestConformance(t *testing.T) {
 		return proxied{open(t, cfg), px}
 	})
 }
+
+func TestOpenErrors(t *testing.T) {
+	for _, cfg := range []conncache.Config{
+		{},
+		{Addrs: []string{"a:1", "b:2"}, DB: 1},
+		{Addrs: []string{"a:1"}, Cluster: true, MasterName: "m"},
+	} {
+		if p, err := conncache.Open("redis", cfg); err == nil {
+			p.Close()
+			t.Errorf("Open(%+v) = nil error, want one", cfg)
+		}
+	}
+	// Open does not connect: a process starts while Redis is away.
+	p, err := conncache.Open("redis", conncache.Config{Addrs: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatalf("Open with an unreachable address: %v", err)
+	}
+	p.Close()
+}
