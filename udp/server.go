@@ -357,11 +357,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-s.closed:
 	}
 	s.stop()
-	// Reads and writes blocked in the poller return at once; a worker
-	// between calls sees stopping before its next one.
+	// Reads blocked in the poller return at once; a worker between
+	// calls sees stopping before its next one. Writes get a moment
+	// more: the replies of a batch already handled (and accounted) go
+	// out, and a stuck write still cannot hold the stop.
 	now := time.Now()
 	for _, c := range s.socks {
-		c.SetDeadline(now) // fails only if Close got there first
+		c.SetReadDeadline(now) // fails only if Close got there first
+		c.SetWriteDeadline(now.Add(time.Second))
 	}
 	wg.Wait()
 	return s.closeSockets()
