@@ -169,7 +169,7 @@ func startRedisProc(dir string, port int, extra []string) (*redisProc, error) {
 	}
 }
 
-// stop sends SHUTDOWN NOSAVE and waits for the process to exit, killing it
+// stop sends SHUTDOWN NOSAVE NOW and waits for the process to exit, killing it
 // if it lingers. It is idempotent.
 func (p *redisProc) stop() error {
 	var err error
@@ -177,7 +177,10 @@ func (p *redisProc) stop() error {
 		ctx, cancel := context.WithTimeout(context.Background(), redisStopTimeout)
 		defer cancel()
 		c := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1})
-		c.ShutdownNoSave(ctx) // the reply is the closed connection
+		// NOW: a master with replicas still syncing would otherwise
+		// wait for them (shutdown-timeout) before it exits. The reply
+		// is the closed connection.
+		c.Do(ctx, "SHUTDOWN", "NOSAVE", "NOW")
 		c.Close()
 		select {
 		case <-p.exited:
