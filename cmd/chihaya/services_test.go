@@ -83,7 +83,9 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() (bo
 func TestTwoDaemonsShareSwarms(t *testing.T) {
 	redisAddr := testenv.RedisAddr(t)
 	dsn := testenv.Database(t)
-	cfg := servicesConfig(redisAddr, randomPrefix(t), dsn)
+	prefix := randomPrefix(t)
+	t.Cleanup(func() { dropRedisPrefix(t, redisAddr, prefix) }) // after the daemons stop
+	cfg := servicesConfig(redisAddr, prefix, dsn)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	baseA, stopA := startDaemon(t, cfg, log)
 	baseB, stopB := startDaemon(t, cfg, log)
