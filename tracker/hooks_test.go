@@ -158,3 +158,39 @@ func TestHooksDoNotAllocate(t *testing.T) {
 		t.Error("the mirror heard of no change")
 	}
 }
+
+// A peer in both tables (it moved between processes) is given once.
+func TestRemoteDuplicatesDropped(t *testing.T) {
+	tr := newTracker(t, Config{})
+	remote, err := peertable.New(peertable.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.SetHooks(Hooks{Remote: remote})
+	ih := peertable.InfoHash{6}
+	both := netip.MustParseAddrPort("192.0.2.10:1")
+	remote.Announce(&peertable.Announce{InfoHash: ih, Addr: both, Seeder: true}, nil)
+	remote.Announce(&peertable.Announce{InfoHash: ih, Addr: netip.MustParseAddrPort("192.0.2.11:1"), Seeder: true}, nil)
+	moved := AnnounceRequest{InfoHash: ih, Addr: both, Left: 0, NumWant: 0}
+	if _, err := tr.Announce(&moved, nil); err != nil {
+		t.Fatal(err)
+	}
+	req := AnnounceRequest{InfoHash: ih, Addr: netip.MustParseAddrPort("192.0.2.1:6881"), Left: 1, NumWant: 50}
+	for range 20 { // selection starts at random points: try several
+		res, err := tr.Announce(&req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for p := res.Peers; len(p) > 0; p = p[peertable.PeerLenV4:] {
+			k := string(p[:peertable.PeerLenV4])
+			if seen[k] {
+				t.Fatalf("peer %x given twice in %x", k, res.Peers)
+			}
+			seen[k] = true
+		}
+		if len(seen) != 2 {
+			t.Fatalf("got %d distinct peers, want 2", len(seen))
+		}
+	}
+}

@@ -186,7 +186,9 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 		}
 		var rc peertable.Counts
 		if got := (len(peers) - start) / size; want > got {
+			local := len(peers)
 			peers, rc = h.Remote.Select(a.InfoHash, a.Addr, a.Seeder, want-got, peers)
+			peers = dedupe(peers, start, local, size)
 		} else {
 			rc = h.Remote.Scrape(a.InfoHash)
 		}
@@ -210,6 +212,32 @@ func (t *Tracker) Scrape(ih peertable.InfoHash) peertable.Counts {
 		c = addCounts(c, r.Scrape(ih))
 	}
 	return c
+}
+
+// dedupe drops from peers[local:] the peers that peers[start:local]
+// already holds: a client that announced to this process and, before,
+// to another is in both tables until the other forgets it. Both runs
+// are at most one reply long, so the quadratic scan is cheap, and it
+// runs only when the local swarm could not fill the reply.
+func dedupe(peers []byte, start, local, size int) []byte {
+	if local == start {
+		return peers
+	}
+	out := local
+	for i := local; i < len(peers); i += size {
+		p := peers[i : i+size]
+		dup := false
+		for j := start; j < local; j += size {
+			if string(peers[j:j+size]) == string(p) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out += copy(peers[out:], p)
+		}
+	}
+	return peers[:out]
 }
 
 func addCounts(a, b peertable.Counts) peertable.Counts {
