@@ -12,9 +12,7 @@ import (
 
 	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/conncache"
-	_ "github.com/chihaya/chihaya/conncache/redis" // the "redis" cache driver
 	"github.com/chihaya/chihaya/flush"
-	_ "github.com/chihaya/chihaya/flush/postgres" // the "postgres" storage driver
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 )
