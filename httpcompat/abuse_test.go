@@ -210,3 +210,36 @@ func TestConnFloodBounded(t *testing.T) {
 		t.Errorf("peak of %d goroutines under a flood of %d connections with MaxConns %d, want at most %d", p, flood, maxConns, limit)
 	}
 }
+
+// SetAnnounceLimit switches the limit on, off and to a new rate while the
+// server runs (what a reload does).
+func TestSetAnnounceLimit(t *testing.T) {
+	s, _, _ := newFullServer(t, Config{})
+	limited := func() bool {
+		_, ok := announceFrom(t, s, "192.0.2.1:1000", 6881)["failure reason"]
+		return ok
+	}
+	for i := range 3 {
+		if limited() {
+			t.Fatalf("announce %d limited with no limit", i)
+		}
+	}
+	if err := s.SetAnnounceLimit(0.1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if limited() || !limited() {
+		t.Fatal("a limit of one announce: want the first allowed, the second limited")
+	}
+	if err := s.SetAnnounceLimit(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if limited() {
+		t.Fatal("limited after the limit was switched off")
+	}
+	if err := s.SetAnnounceLimit(-1, 0); err == nil || !strings.Contains(err.Error(), "AnnounceRate") {
+		t.Fatalf("SetAnnounceLimit(-1) = %v, want an error naming AnnounceRate", err)
+	}
+	if limited() {
+		t.Fatal("a refused SetAnnounceLimit changed the limit in effect")
+	}
+}

@@ -122,13 +122,14 @@ const rateLimitedText = "rate limited"
 // Config.AnnounceRate, charging it if so; if not, wait is how long until
 // it may.
 func (s *Server) allow(client netip.Addr) (ok bool, wait time.Duration) {
-	if s.limit == nil {
+	l := s.limit.Load()
+	if l == nil {
 		return true, 0
 	}
 	k := ratelimit.Key(client)
 	now := s.now().UnixNano()
 	s.limitMu.Lock()
-	ok, wait = s.limit.Allow(k, now)
+	ok, wait = l.Allow(k, now)
 	s.limitMu.Unlock()
 	return ok, wait
 }

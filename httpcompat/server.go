@@ -219,8 +219,8 @@ type Server struct {
 	now          func() time.Time // time.Now; tests set another clock
 	stats        *counters
 
-	limitMu sync.Mutex         // guards limit's buckets
-	limit   *ratelimit.Limiter // nil unless Config.AnnounceRate
+	limitMu sync.Mutex                        // guards the buckets of every limiter limit has held
+	limit   atomic.Pointer[ratelimit.Limiter] // nil when announces are not limited
 
 	served atomic.Bool
 	closed atomic.Bool
@@ -243,6 +243,24 @@ type policy struct {
 
 func newPolicy(p Policy) *policy {
 	return &policy{Policy: p, tooMany: fmt.Sprintf("too many info_hash values (at most %d)", p.MaxScrape)}
+}
+
+// SetAnnounceLimit replaces the per-client announce rate limit
+// (Config.AnnounceRate and AnnounceBurst; a zero rate switches it off)
+// for every announce that starts after it returns. The new limit starts
+// with empty buckets: every client gets its full burst again. On error
+// the limit in effect is kept.
+func (s *Server) SetAnnounceLimit(rate float64, burst int) error {
+	if rate == 0 {
+		s.limit.Store(nil)
+		return nil
+	}
+	l, err := ratelimit.New(rate, burst, limitBuckets)
+	if err != nil {
+		return fmt.Errorf("httpcompat: AnnounceRate: %w", err)
+	}
+	s.limit.Store(l)
+	return nil
 }
 
 // Policy returns the policy in effect, defaults filled in.
@@ -305,12 +323,8 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 	if cfg.FullScrape {
 		s.full = newFullScrape(t.Peers(), &cfg)
 	}
-	if cfg.AnnounceRate > 0 {
-		l, err := ratelimit.New(cfg.AnnounceRate, cfg.AnnounceBurst, limitBuckets)
-		if err != nil {
-			return nil, fmt.Errorf("httpcompat: AnnounceRate: %w", err)
-		}
-		s.limit = l
+	if err := s.SetAnnounceLimit(cfg.AnnounceRate, cfg.AnnounceBurst); err != nil {
+		return nil, err
 	}
 	s.forwardedFor = s.realIPHeader == "X-Forwarded-For"
 	s.pool.New = func() any { return s.newExchange() }

@@ -22,6 +22,8 @@ var reloadable = map[string]bool{
 	"http.allow_ip_param":     true,
 	"http.external_ip":        true,
 	"http.max_scrape":         true,
+	"http.announce_rate":      true,
+	"http.announce_burst":     true,
 }
 
 // reload reads the config file at path and applies its reloadable keys,
@@ -70,6 +72,11 @@ func (d *daemon) reload(path string) error {
 		}
 		if err := d.http.SetPolicy(p); err != nil {
 			d.log.Error("reload: http policy not applied", "err", err)
+		}
+		if h, l := next.HTTP, d.live.HTTP; h.AnnounceRate != l.AnnounceRate || h.AnnounceBurst != l.AnnounceBurst {
+			if err := d.http.SetAnnounceLimit(h.AnnounceRate, h.AnnounceBurst); err != nil {
+				d.log.Error("reload: http announce limit not applied", "err", err)
+			}
 		}
 	}
 	if d.level != nil {

@@ -195,3 +195,51 @@ func TestReloadableKeysExist(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadRateLimit switches the HTTP announce limit on and off by
+// reloading, without a restart.
+func TestReloadRateLimit(t *testing.T) {
+	dir := t.TempDir()
+	const base = "[udp]\ndisabled = true\n[admin]\ndisabled = true\n[http]\naddrs = [\"127.0.0.1:0\"]\n"
+	off := filepath.Join(dir, "off.toml")
+	on := filepath.Join(dir, "on.toml")
+	os.WriteFile(off, []byte(base), 0o600)
+	os.WriteFile(on, []byte(base+"announce_rate = 0.01\nannounce_burst = 1\n"), 0o600)
+	cfg, err := LoadConfig(off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Skipf("cannot listen on loopback: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- d.run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	limited := func() bool {
+		body := get(t, "http://"+d.httpAddrs()[0].String()+"/announce?info_hash=%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13%14"+
+			"&peer_id=-TE0001-000000000001&port=6881&uploaded=0&downloaded=0&left=100")
+		return strings.Contains(body, "rate limited")
+	}
+	if limited() || limited() {
+		t.Fatal("limited before any limit was configured")
+	}
+	if err := d.reload(on); err != nil {
+		t.Fatal(err)
+	}
+	if limited() || !limited() {
+		t.Fatal("after reloading a limit of one announce: want the first allowed and the second limited")
+	}
+	if err := d.reload(off); err != nil {
+		t.Fatal(err)
+	}
+	if limited() {
+		t.Fatal("still limited after reloading without a limit")
+	}
+}
