@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,4 +137,37 @@ func TestTwoDaemonsShareSwarms(t *testing.T) {
 		s, l, ok := stats()
 		return ok && s == 0 && l == 1, fmt.Sprint(s, l, ok)
 	})
+}
+
+// TestMigrateCommand runs "chihaya -config FILE migrate" twice against a
+// fresh database: the first run creates the tracker's tables, the second
+// changes nothing. Without storage it says what to configure.
+func TestMigrateCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run([]string{"migrate"}, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "storage.driver") {
+		t.Fatalf("migrate without storage = %v, want an error naming storage.driver", err)
+	}
+	dsn := testenv.Database(t)
+	path := filepath.Join(t.TempDir(), "chihaya.toml")
+	if err := os.WriteFile(path, fmt.Appendf(nil, "[storage]\ndriver = \"postgres\"\ndsn = %q\n", dsn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		stdout.Reset()
+		if err := run([]string{"-config", path, "migrate"}, &stdout, &stderr); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+		if !strings.Contains(stdout.String(), "up to date") {
+			t.Errorf("migrate run %d printed %q", i+1, stdout.String())
+		}
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM chihaya_torrent_stats").Scan(&n); err != nil {
+		t.Fatalf("after migrate, chihaya_torrent_stats: %v", err)
+	}
 }
