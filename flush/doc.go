@@ -67,6 +67,17 @@
 // announce rate; per-user totals are summed from them when a batch is
 // frozen.
 //
+// # Private mode: Rules
+//
+// Rules is the tracker.Authorizer of private mode: which passkeys,
+// torrents (v1 hashes and truncated v2 hashes) and client peer_id prefixes
+// are allowed. Readers never lock: Authorize loads one pointer to an
+// immutable, sharded snapshot and makes two map lookups, without
+// allocating. Writers (one loader) copy only the shards a change touches.
+// The postgres driver's LoadRules fills it from the web application's
+// relations (flush/schema/webapp.sql is the contract) and keeps it fresh
+// through LISTEN/NOTIFY, with a periodic full reload as a backstop.
+//
 // # Exactly once
 //
 // This holds for accounting batches and for the Flusher's completed
