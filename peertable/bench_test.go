@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -347,6 +348,97 @@ func BenchmarkRange(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/swarm")
+		})
+	}
+}
+
+// BenchmarkSweepExpiry sweeps a table in which every one of 1,000,000
+// IPv4 peers has expired, while another goroutine keeps announcing new
+// peers into the same swarms, and reports how long the sweep took and how
+// long those announces waited: on average (mean-ns), the worst one
+// (max-ns) and the 99th percentile (p99-ns). A sweep that held a swarm's lock across all its
+// peers, or the shard while it rebuilt, would show in max-ns. Run it
+// with -benchtime=1x (or a few x) and -cpu 2 or more: each iteration
+// builds the table anew, outside the timer. sweep=false is the control:
+// the same announces for 100ms with no sweep running, which shows what
+// the scheduler and the machine alone do to max-ns.
+func BenchmarkSweepExpiry(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds tables of a million peers")
+	}
+	const peers = 1_000_000
+	for _, c := range []struct {
+		swarms int
+		sweep  bool
+	}{{1, true}, {16, true}, {100_000, true}, {100_000, false}} {
+		swarms := c.swarms
+		b.Run(fmt.Sprintf("swarms=%d/sweep=%v", swarms, c.sweep), func(b *testing.B) {
+			var lat []time.Duration
+			var sweep time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				start := time.Now()
+				tb := newTable(b, Config{Swarms: swarms, PeerLifetime: time.Minute})
+				tb.Tick(start)
+				a := &Announce{}
+				for i := range peers {
+					binary.BigEndian.PutUint64(a.InfoHash[:], uint64(i%swarms))
+					a.Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(6881+i%7))
+					a.Seeder = i%4 == 0
+					tb.Announce(a, nil)
+				}
+				tb.Tick(start.Add(2 * time.Minute)) // every peer is now stale
+				stop := make(chan struct{})
+				done := make(chan []time.Duration)
+				go func() {
+					var l []time.Duration
+					r := rand.New(rand.NewPCG(1, 2))
+					dst := make([]byte, 0, 50*PeerLenV4)
+					a := &Announce{NumWant: 50}
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							done <- l
+							return
+						default:
+						}
+						binary.BigEndian.PutUint64(a.InfoHash[:], r.Uint64N(uint64(swarms)))
+						a.Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)}), 6881)
+						t0 := time.Now()
+						dst, _ = tb.Announce(a, dst[:0])
+						l = append(l, time.Since(t0))
+					}
+				}()
+				runtime.GC() // the fill's garbage is not the sweep's doing
+				b.StartTimer()
+				t0 := time.Now()
+				if c.sweep {
+					if got := tb.Sweep(); got != peers {
+						b.Fatalf("Sweep removed %d peers, want %d", got, peers)
+					}
+				} else {
+					// The control: announces alone for as long as a
+					// sweep takes, for the noise floor of max-ns.
+					time.Sleep(100 * time.Millisecond)
+				}
+				sweep += time.Since(t0)
+				b.StopTimer()
+				close(stop)
+				lat = append(lat, <-done...)
+				b.StartTimer()
+			}
+			var sum time.Duration
+			for _, d := range lat {
+				sum += d
+			}
+			slices.Sort(lat)
+			if len(lat) > 0 {
+				b.ReportMetric(float64(sum.Nanoseconds())/float64(len(lat)), "mean-ns")
+				b.ReportMetric(float64(lat[len(lat)-1].Nanoseconds()), "max-ns")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+			}
+			b.ReportMetric(float64(len(lat))/float64(b.N), "announces/op")
+			b.ReportMetric(float64(sweep.Milliseconds())/float64(b.N), "sweep-ms")
 		})
 	}
 }

@@ -73,7 +73,12 @@
 // generator: no lock, no allocation) with wraparound, skipping the
 // requester, stale slots and empty ones. Different requesters thus start
 // at different places and see different subsets; slots of one walk are
-// adjacent, which keeps a pick to a few cache lines.
+// adjacent, which keeps a pick to a few cache lines. A walk visits at
+// most 4·NumWant+64 slots of a role, so that a big swarm whose peers
+// have all gone stale (they are swept only every quarter lifetime) costs
+// an announce what a live one does, instead of a walk of the whole
+// swarm in search of fresh peers; such a swarm may then give fewer peers
+// than it has fresh ones.
 //
 // Clock and expiry. Tick stores the time in coarse units (a second, or
 // 1/8192 of PeerLifetime if that is longer) in an atomic; an announce
@@ -87,10 +92,16 @@
 // also skips stale peers, so a peer that expired since the last sweep is
 // counted but not handed out.
 //
-// Sweep walks every swarm. It holds a swarm's lock for at most 1,024
+// Sweep walks every swarm. It holds a swarm's lock for at most 256
 // slots at a time, walking each role from its end towards its start: the
 // slot that a removal moves into the hole has then already been examined,
-// and peers added while the lock was free are fresh. An emptied swarm is
+// and peers added while the lock was free are fresh. Between batches it
+// hands the lock to the announces waiting for it: an announce that finds
+// the lock taken by the sweep counts itself in an atomic, and the sweep
+// waits (at most 200µs) for that count to drop before it locks again;
+// otherwise the sweep, still on its CPU, would win the lock back every
+// time and a waiter would get it only after sync.Mutex's one-millisecond
+// starvation threshold. An emptied swarm is
 // marked dead under its lock and unlinked from its shard, except during
 // the grace after ReadSnapshot (below).
 //

@@ -2,7 +2,6 @@ package peertable
 
 import (
 	"net/netip"
-	"runtime"
 	"sync/atomic"
 )
 
@@ -403,7 +402,7 @@ func (s *peerSet) reindexLocked(t *Table, f family) {
 
 // sweepBatch is how many slots a sweep examines per hold of a swarm's
 // lock, so that sweeping a huge swarm never stalls its announces for long.
-const sweepBatch = 1024
+const sweepBatch = 256
 
 // sweepLocked removes the peers not seen within the table's lifetime and
 // returns how many. It releases mu every sweepBatch slots; it walks each
@@ -412,7 +411,6 @@ const sweepBatch = 1024
 // (at the end of its role) is fresh anyway. After the walk it shrinks an
 // array that has become mostly empty.
 func (s *peerSet) sweepLocked(t *Table, f family, sw *swarm, now uint16) int {
-	mu := &sw.mu
 	removed, budget := 0, sweepBatch
 	for _, leech := range [2]bool{false, true} {
 		ns, nl := unpack(s.cnt.Load())
@@ -435,9 +433,7 @@ func (s *peerSet) sweepLocked(t *Table, f family, sw *swarm, now uint16) int {
 				removed++
 			}
 			if budget--; budget == 0 {
-				mu.Unlock()
-				runtime.Gosched() // let a woken announcer take mu before we do
-				mu.Lock()
+				t.yieldLocked(sw) // let waiting announces take mu before we do
 				budget = sweepBatch
 				ns, nl = unpack(s.cnt.Load())
 				if leech {

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,12 @@ type Table struct {
 	keepUntil atomic.Int64
 
 	sweepMu sync.Mutex // serializes Sweep, so two sweeps never interleave their batches
+
+	// sweeping is the swarm the sweep is working through, nil between
+	// swarms; sweepWaiters counts the announces waiting for its lock,
+	// so that the sweep can let them in between its batches.
+	sweeping     atomic.Pointer[swarm]
+	sweepWaiters atomic.Int32
 }
 
 // A shard is one slice of the swarm index: an immutable open-addressed
@@ -296,7 +303,7 @@ func (t *Table) Announce(a *Announce, dst []byte) ([]byte, Result) {
 			}
 			break
 		}
-		s.mu.Lock()
+		t.lock(s)
 		if s.dead() {
 			// The sweep emptied and unlinked s (or is about to): the peer
 			// belongs in its successor.
@@ -319,6 +326,44 @@ func (t *Table) Announce(a *Announce, dst []byte) ([]byte, Result) {
 		}
 	}
 	return dst, res
+}
+
+// lock takes s.mu for an announce. If the sweep holds it, the announce
+// counts itself as waiting, which makes the sweep hand the lock over at
+// its next batch boundary instead of taking it straight back.
+func (t *Table) lock(s *swarm) {
+	if s.mu.TryLock() {
+		return
+	}
+	if t.sweeping.Load() != s {
+		s.mu.Lock()
+		return
+	}
+	t.sweepWaiters.Add(1)
+	s.mu.Lock()
+	t.sweepWaiters.Add(-1)
+}
+
+// sweepYield is the longest the sweep waits, between two batches, for
+// the announces queued on a swarm's lock to take it. A woken waiter on
+// another thread needs some microseconds to run; without the wait the
+// sweep, still running, would win the lock back every time and the
+// waiter would get it only once sync.Mutex turned to starvation mode,
+// a millisecond later.
+const sweepYield = 200 * time.Microsecond
+
+// yieldLocked releases s.mu, lets the announces waiting for it go first
+// (for at most sweepYield), and takes it again.
+func (t *Table) yieldLocked(s *swarm) {
+	s.mu.Unlock()
+	runtime.Gosched() // on a single P this alone runs the woken waiter
+	if t.sweepWaiters.Load() > 0 {
+		deadline := time.Now().Add(sweepYield)
+		for t.sweepWaiters.Load() > 0 && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+	}
+	s.mu.Lock()
 }
 
 // updateLocked applies a to s.
@@ -415,6 +460,8 @@ func (t *Table) Sweep() int {
 
 // sweepSwarm expires the peers of s and marks s dead if it is left empty.
 func (t *Table) sweepSwarm(s *swarm) (removed int, dead bool) {
+	t.sweeping.Store(s)
+	defer t.sweeping.Store(nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead() {
@@ -502,8 +549,13 @@ func (t *Table) pick(set *peerSet, f family, dst []byte, want int, k *peerKey, s
 	// One random word gives both starting points (multiply-shift maps 32
 	// random bits onto [0, n) without division).
 	r := rand.Uint64()
-	cl := cursor{at: int((r >> 32) * uint64(nl) >> 32), left: nl}
-	cs := cursor{at: int(uint64(uint32(r)) * uint64(ns) >> 32), left: ns}
+	// A walk visits at most visitLimit(want) slots of each role, so
+	// that a swarm full of stale peers the sweep has not reached yet
+	// costs an announce no more than a live one: without the bound, it
+	// would walk the whole swarm looking for fresh peers.
+	limit := visitLimit(want)
+	cl := cursor{at: int((r >> 32) * uint64(nl) >> 32), left: min(nl, limit)}
+	cs := cursor{at: int(uint64(uint32(r)) * uint64(ns) >> 32), left: min(ns, limit)}
 	now := t.stamp()
 	if seeder {
 		dst, _ = t.walk(f, dst, leechers, &cl, want, k, now)
@@ -525,6 +577,12 @@ func (t *Table) pick(set *peerSet, f family, dst []byte, want int, k *peerKey, s
 	}
 	return dst
 }
+
+// visitLimit is how many slots of one role a pick of want peers visits
+// at most: room for want peers, a stale or empty slot in every few, and
+// the requester itself. Only a swarm where stale slots outnumber fresh
+// ones by about four to one gets fewer peers than it could give.
+func visitLimit(want int) int { return 4*want + 64 }
 
 // A cursor is a walk's place in a region: the next slot, and how many
 // slots it has not visited yet.
