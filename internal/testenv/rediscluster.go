@@ -188,15 +188,36 @@ func (rc *RedisCluster) unhealthy(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		served := 0
+		served, known := 0, 0
 		for _, n := range nodes {
-			if !n.master || n.failed || rc.procs[n.addr] == nil {
+			if rc.procs[n.addr] == nil {
 				continue
+			}
+			known++
+			if !n.master || n.failed {
+				continue
+			}
+			if n.slots == 0 {
+				// Right after create, a node may not have heard yet
+				// that another one became a replica.
+				return fmt.Errorf("node %s: sees %s as a master without slots", addr, n.addr)
 			}
 			served += n.slots
 		}
 		if served != clusterSlots {
 			return fmt.Errorf("node %s: running masters serve %d of %d slots", addr, served, clusterSlots)
+		}
+		if running := len(rc.procs); known != running {
+			return fmt.Errorf("node %s: knows %d of the %d running nodes", addr, known, running)
+		}
+		// A replica still in its first sync makes its master's SHUTDOWN
+		// and a failover wait; count the cluster healthy once it is done.
+		repl, err := clusterCmd(ctx, addr, "INFO", "replication")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up") {
+			return fmt.Errorf("node %s: replica not in sync with its master yet", addr)
 		}
 	}
 	return nil
