@@ -23,6 +23,10 @@
 // breaks BEP 15 counts as invalid, by reason; error replies are counted
 // with their text.
 //
+// -urldata PATH (such as /PASSKEY/announce, for a private tracker) is
+// sent with every UDP announce as BEP 41 URL data, in options of at most
+// 255 bytes, and is the path of every HTTP announce instead of /announce.
+//
 // -rate N holds the generator to N requests a second in all, each socket
 // or connection to its share, instead of as fast as the tracker answers
 // (for soak runs at a fraction of capacity).

@@ -26,7 +26,8 @@ var httpEvents = [4]string{
 //	GET /announce?info_hash=…&peer_id=…&port=…&uploaded=0&downloaded=0
 //	    &left=…&key=…[&event=…][&numwant=…]&compact=1 HTTP/1.1
 func appendHTTPAnnounce(dst []byte, host string, a *announce) []byte {
-	dst = append(dst, "GET /announce?info_hash="...)
+	dst = append(dst, httpAnnounceStart...) // "GET /announce?", or -urldata
+	dst = append(dst, "info_hash="...)
 	dst = appendQueryEscaped(dst, a.InfoHash[:])
 	dst = append(dst, "&peer_id="...)
 	dst = appendQueryEscaped(dst, a.PeerID[:])

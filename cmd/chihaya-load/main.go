@@ -78,6 +78,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		probeOnly   bool
 		httpResp    string
 		respClose   bool
+		urlData     string
 	)
 	fs.StringVar(&cfg.proto, "proto", protoUDP, "tracker protocol: udp (BEP 15) or http (announce and scrape over HTTP/1.1)")
 	fs.StringVar(&addr, "addr", "127.0.0.1:6969", "tracker `address` (host:port; [::1]:6969 for IPv6)")
@@ -108,6 +109,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&respWorkers, "responder-workers", runtime.GOMAXPROCS(0), "responder goroutines (UDP)")
 	fs.IntVar(&respBatch, "responder-batch", 64, "datagrams per responder system call (UDP)")
 	fs.StringVar(&httpResp, "http-responder", "", "run a trivial HTTP tracker responder on `address` instead")
+	fs.StringVar(&urlData, "urldata", "", "announce `path` (e.g. /PASSKEY/announce): sent as BEP 41 URL data with UDP announces, the path of HTTP ones")
 	fs.BoolVar(&respClose, "responder-close", false, "the HTTP responder closes the connection after every reply, without saying so, as opentracker does")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -124,6 +126,10 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		durationSet = durationSet || f.Name == "duration"
 		connsSet = connsSet || f.Name == "conns"
 	})
+	if err := setURLDataFlag(urlData); err != nil {
+		fmt.Fprintf(stderr, "chihaya-load: -urldata: %v\n", err)
+		return 2
+	}
 	if cfg.proto == protoHTTP && !connsSet {
 		cfg.conns = defaultHTTPConns
 	}

@@ -115,7 +115,8 @@ func appendAnnounce(dst []byte, a *announce) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, 0) // ip
 	dst = binary.BigEndian.AppendUint32(dst, a.Key)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(a.NumWant))
-	return binary.BigEndian.AppendUint16(dst, a.Port)
+	dst = binary.BigEndian.AppendUint16(dst, a.Port)
+	return append(dst, urlDataOpts...) // -urldata, as BEP 41 options
 }
 
 // appendScrape appends a scrape request for hashes to dst. The caller
