@@ -228,3 +228,34 @@ func TestFloodHeapBounded(t *testing.T) {
 	}
 	t.Logf("%d datagrams: %+v", n, st)
 }
+
+// SetLimits changes the limits of running workers (what a reload does):
+// on, to another rate, and off; a bad value changes nothing.
+func TestSetLimits(t *testing.T) {
+	w := newTestWorker(t, Config{}, &recorder{})
+	conn := AppendConnect(nil, ConnectRequest{TxID: 7})
+	if got := w.answered(srcV4, conn, 10, testNow); got != 10 {
+		t.Fatalf("no limit: %d of 10 connects answered", got)
+	}
+	if err := w.s.SetLimits(Limits{ConnectRate: 1, ConnectBurst: 3}); err != nil {
+		t.Fatal(err)
+	}
+	w.refreshLimits()
+	if got := w.answered(srcV4, conn, 10, testNow); got != 3 {
+		t.Errorf("limit of 3: %d of 10 connects answered", got)
+	}
+	if err := w.s.SetLimits(Limits{ConnectRate: -1}); err == nil {
+		t.Error("SetLimits with a negative rate succeeded")
+	}
+	w.refreshLimits()
+	if got := w.answered(srcV4, conn, 1, testNow); got != 0 {
+		t.Error("a refused SetLimits changed the limits in effect")
+	}
+	if err := w.s.SetLimits(Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	w.refreshLimits()
+	if got := w.answered(srcV4, conn, 10, testNow); got != 10 {
+		t.Errorf("limits off again: %d of 10 connects answered", got)
+	}
+}

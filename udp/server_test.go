@@ -763,3 +763,27 @@ func BenchmarkServe(b *testing.B) {
 		}
 	}
 }
+
+// Answered requests are timed into Stats' histograms, one observation per
+// request, by action.
+func TestServeLatency(t *testing.T) {
+	s := serve(t, Config{}, newTracker(t))
+	c := newClient(t, s.Addrs()[0])
+	for port := range uint16(3) {
+		c.announce(AnnounceRequest{ConnID: c.connect(), InfoHash: peertable.InfoHash{9}, Left: 1, NumWant: -1, Port: 2000 + port})
+	}
+	// A batch is timed after its replies are sent: the client may read
+	// the last reply before the worker has counted it.
+	st := s.Stats()
+	for deadline := time.Now().Add(5 * time.Second); st.AnnounceLatency.Count() < 3 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		st = s.Stats()
+	}
+	if st.ConnectLatency.Count() != 3 || st.AnnounceLatency.Count() != 3 || st.ScrapeLatency.Count() != 0 {
+		t.Errorf("latency counts: connect %d, announce %d, scrape %d; want 3, 3, 0",
+			st.ConnectLatency.Count(), st.AnnounceLatency.Count(), st.ScrapeLatency.Count())
+	}
+	if st.AnnounceLatency.Sum <= 0 {
+		t.Errorf("announce latency sum %v, want positive", st.AnnounceLatency.Sum)
+	}
+}

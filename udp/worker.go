@@ -59,9 +59,14 @@ type worker struct {
 	scr   ScrapeRequest
 	stats counters
 
-	// The worker's own rate limits, nil when off.
+	// The worker's own rate limits, nil when off, built from limits.
+	limits        *Limits
 	connectLimit  *ratelimit.Limiter
 	announceLimit *ratelimit.Limiter
+
+	// batchAnswered counts the batch's answered connects, announces and
+	// scrapes, for the latency histograms.
+	batchAnswered [3]uint64
 
 	lastInternalLog time.Time
 	lastInternalErr error
@@ -85,16 +90,8 @@ func newWorker(s *Server, conn *net.UDPConn) (*worker, error) {
 		m.buf = in[i*(maxRequestLen+1) : (i+1)*(maxRequestLen+1) : (i+1)*(maxRequestLen+1)]
 		m.out = out[i*s.replyLen : i*s.replyLen : (i+1)*s.replyLen]
 	}
-	var err error
-	if s.cfg.ConnectRate > 0 {
-		if w.connectLimit, err = ratelimit.New(s.cfg.ConnectRate, s.cfg.ConnectBurst, rateBuckets); err != nil {
-			return nil, fmt.Errorf("ConnectRate: %w", err)
-		}
-	}
-	if s.cfg.AnnounceRate > 0 {
-		if w.announceLimit, err = ratelimit.New(s.cfg.AnnounceRate, s.cfg.AnnounceBurst, rateBuckets); err != nil {
-			return nil, fmt.Errorf("AnnounceRate: %w", err)
-		}
+	if err := w.setLimits(s.limits.Load()); err != nil {
+		return nil, err
 	}
 	if conn != nil {
 		if err := w.io.init(conn, w.msgs); err != nil {
@@ -132,7 +129,8 @@ func (w *worker) run() {
 			continue
 		}
 		backoff = 0
-		now := time.Now() // the one clock read per batch
+		now := time.Now() // the batch's clock; one more read times it
+		w.refreshLimits()
 		for i := range n {
 			w.handle(&w.msgs[i], now.Unix())
 		}
@@ -141,6 +139,11 @@ func (w *worker) run() {
 				return
 			}
 			w.stats.writeErrors.Add(1)
+		}
+		took := time.Since(now)
+		for i, c := range w.batchAnswered {
+			w.s.latency[i].ObserveN(took, c)
+			w.batchAnswered[i] = 0
 		}
 		if w.internalSince > 0 && now.Sub(w.lastInternalLog) >= time.Minute {
 			w.logInternal(now)
@@ -170,6 +173,7 @@ func (w *worker) handle(m *message, now int64) {
 			return
 		}
 		w.stats.connects.Add(1)
+		w.batchAnswered[latConnect]++
 		m.out = appendConnectReply(m.out, txID, w.s.ids.issue(addr, now))
 		return
 	}
@@ -185,14 +189,48 @@ func (w *worker) handle(m *message, now int64) {
 			return
 		}
 		w.stats.announces.Add(1)
+		w.batchAnswered[latAnnounce]++
 		w.announce(m, b, txID)
 	case action == actionScrape:
 		w.stats.scrapes.Add(1)
+		w.batchAnswered[latScrape]++
 		w.scrape(m, b, txID)
 	default:
 		w.refuse(m, txID, errUnknownAction)
 	}
 }
+
+// refreshLimits applies limits set by SetLimits since the last batch.
+func (w *worker) refreshLimits() {
+	if l := w.s.limits.Load(); l != w.limits {
+		w.setLimits(l) // checked by SetLimits
+	}
+}
+
+// setLimits rebuilds the worker's limiters for l (checked already).
+func (w *worker) setLimits(l *Limits) error {
+	w.limits = l
+	w.connectLimit, w.announceLimit = nil, nil
+	var err error
+	if l.ConnectRate > 0 {
+		if w.connectLimit, err = ratelimit.New(l.ConnectRate, l.ConnectBurst, rateBuckets); err != nil {
+			return fmt.Errorf("ConnectRate: %w", err)
+		}
+	}
+	if l.AnnounceRate > 0 {
+		if w.announceLimit, err = ratelimit.New(l.AnnounceRate, l.AnnounceBurst, rateBuckets); err != nil {
+			return fmt.Errorf("AnnounceRate: %w", err)
+		}
+	}
+	return nil
+}
+
+// Indexes of Server.latency and worker.batchAnswered.
+const (
+	latConnect = iota
+	latAnnounce
+	latScrape
+)
 
 // rateBuckets is the size of each row of a worker's rate limiters: two
 // rows of 4096 int64s, 64 KiB a limiter.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/httpcompat"
+	"github.com/chihaya/chihaya/internal/latency"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/udp"
@@ -189,6 +190,10 @@ func (d *daemon) sources() admin.Sources {
 	src := admin.Sources{Version: versionString(), Table: d.table.Stats, Ready: d.ready.Load}
 	if d.udp != nil {
 		src.UDP = d.udp.Stats
+		src.UDPLatency = func() map[string]latency.Snapshot {
+			st := d.udp.Stats()
+			return map[string]latency.Snapshot{"connect": st.ConnectLatency, "announce": st.AnnounceLatency, "scrape": st.ScrapeLatency}
+		}
 	}
 	if d.http != nil {
 		src.HTTP = d.http.Stats

@@ -24,6 +24,10 @@ var reloadable = map[string]bool{
 	"http.max_scrape":         true,
 	"http.announce_rate":      true,
 	"http.announce_burst":     true,
+	"udp.connect_rate":        true,
+	"udp.connect_burst":       true,
+	"udp.announce_rate":       true,
+	"udp.announce_burst":      true,
 }
 
 // reload reads the config file at path and applies its reloadable keys,
@@ -62,6 +66,13 @@ func (d *daemon) reload(path string) error {
 		p := udp.Policy{DefaultNumWant: d.core.Config().DefaultNumWant, AllowIPOverride: next.UDP.AllowIPOverride}
 		if err := d.udp.SetPolicy(p); err != nil {
 			d.log.Error("reload: udp policy not applied", "err", err)
+		}
+		u, l := next.UDP, d.live.UDP
+		if u.ConnectRate != l.ConnectRate || u.ConnectBurst != l.ConnectBurst || u.AnnounceRate != l.AnnounceRate || u.AnnounceBurst != l.AnnounceBurst {
+			lim := udp.Limits{ConnectRate: u.ConnectRate, ConnectBurst: u.ConnectBurst, AnnounceRate: u.AnnounceRate, AnnounceBurst: u.AnnounceBurst}
+			if err := d.udp.SetLimits(lim); err != nil {
+				d.log.Error("reload: udp rate limits not applied", "err", err)
+			}
 		}
 	}
 	if d.http != nil {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chihaya/chihaya/udp"
 )
 
 // lockedBuffer collects log output written from several goroutines.
@@ -200,11 +202,13 @@ func TestReloadableKeysExist(t *testing.T) {
 // reloading, without a restart.
 func TestReloadRateLimit(t *testing.T) {
 	dir := t.TempDir()
-	const base = "[udp]\ndisabled = true\n[admin]\ndisabled = true\n[http]\naddrs = [\"127.0.0.1:0\"]\n"
+	const base = "[admin]\ndisabled = true\n[http]\naddrs = [\"127.0.0.1:0\"]\n"
+	const udpOff = "[udp]\naddrs = [\"127.0.0.1:0\"]\nworkers = 1\n"
+	const udpOn = udpOff + "connect_rate = 5\nannounce_rate = 0.5\nannounce_burst = 2\n"
 	off := filepath.Join(dir, "off.toml")
 	on := filepath.Join(dir, "on.toml")
-	os.WriteFile(off, []byte(base), 0o600)
-	os.WriteFile(on, []byte(base+"announce_rate = 0.01\nannounce_burst = 1\n"), 0o600)
+	os.WriteFile(off, []byte(udpOff+base), 0o600)
+	os.WriteFile(on, []byte(udpOn+base+"announce_rate = 0.01\nannounce_burst = 1\n"), 0o600)
 	cfg, err := LoadConfig(off)
 	if err != nil {
 		t.Fatal(err)
@@ -236,10 +240,16 @@ func TestReloadRateLimit(t *testing.T) {
 	if limited() || !limited() {
 		t.Fatal("after reloading a limit of one announce: want the first allowed and the second limited")
 	}
+	if got, want := d.udp.Limits(), (udp.Limits{ConnectRate: 5, AnnounceRate: 0.5, AnnounceBurst: 2}); got != want {
+		t.Errorf("UDP limits after reload = %+v, want %+v", got, want)
+	}
 	if err := d.reload(off); err != nil {
 		t.Fatal(err)
 	}
 	if limited() {
 		t.Fatal("still limited after reloading without a limit")
+	}
+	if got := d.udp.Limits(); got != (udp.Limits{}) {
+		t.Errorf("UDP limits after reloading without them = %+v", got)
 	}
 }

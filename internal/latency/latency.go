@@ -54,6 +54,18 @@ func (h *Histogram) Observe(d time.Duration) {
 	h.sum.Add(int64(d))
 }
 
+// ObserveN records n observations of the same duration d, as a frontend
+// that handles requests in batches does: each request of a batch waited
+// for the whole batch.
+func (h *Histogram) ObserveN(d time.Duration, n uint64) {
+	if n == 0 {
+		return
+	}
+	d = max(d, 0)
+	h.counts[bucket(d)].Add(n)
+	h.sum.Add(int64(d) * int64(n))
+}
+
 // A Snapshot is a Histogram's counts at one moment.
 type Snapshot struct {
 	// Counts holds the observations in each bucket, not cumulative:

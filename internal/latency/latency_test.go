@@ -118,3 +118,13 @@ func BenchmarkObserveParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestObserveN(t *testing.T) {
+	var h Histogram
+	h.ObserveN(120*time.Microsecond, 3)
+	h.ObserveN(time.Second, 0)
+	s := h.Snapshot()
+	if s.Count() != 3 || s.Counts[bucket(120*time.Microsecond)] != 3 || s.Sum != 360*time.Microsecond {
+		t.Fatalf("after ObserveN(120µs, 3): %+v", s)
+	}
+}
