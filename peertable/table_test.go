@@ -407,6 +407,54 @@ func TestAccounting(t *testing.T) {
 	}
 }
 
+// TestStaleSwarmPick announces into a swarm of 5,000 peers that have all
+// gone stale before the sweep came, plus a few fresh ones: the pick may
+// give fewer than all the fresh peers (it visits a bounded number of
+// slots), but never a stale one, never itself, and the same pick in a
+// live swarm of the same size still gives all it asked for.
+func TestStaleSwarmPick(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v6=%v", v6), func(t *testing.T) {
+			addr := addr4
+			if v6 {
+				addr = addr6
+			}
+			tb := newTable(t, Config{PeerLifetime: time.Minute})
+			t0 := time.Unix(1_700_000_000, 0)
+			tb.Tick(t0)
+			ih := hashN(10)
+			const n, fresh = 5000, 20
+			for i := range n {
+				tb.Announce(&Announce{InfoHash: ih, Addr: addr(i)}, nil)
+			}
+			a := &Announce{InfoHash: ih, Addr: addr(n + fresh), NumWant: 50}
+			got, _ := tb.Announce(a, nil)
+			if len(decode(t, got, v6)) != 50 {
+				t.Fatalf("live swarm: %d peers, want 50", len(decode(t, got, v6)))
+			}
+
+			tb.Tick(t0.Add(2 * time.Minute)) // all n are stale, none swept
+			isFresh := make(map[netip.AddrPort]bool)
+			for i := n; i < n+fresh; i++ {
+				tb.Announce(&Announce{InfoHash: ih, Addr: addr(i)}, nil)
+				isFresh[addr(i)] = true
+			}
+			for range 100 {
+				got, _ := tb.Announce(a, nil)
+				peers := decode(t, got, v6)
+				if len(peers) > fresh {
+					t.Fatalf("stale swarm: %d peers, more than the %d fresh ones", len(peers), fresh)
+				}
+				for _, p := range peers {
+					if !isFresh[p] {
+						t.Fatalf("stale swarm: got %v, which is stale or the requester", p)
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestLargeSwarmChurn drives one swarm's sets through growth, the key
 // index, role changes, removals, shrinking and back below the index.
 func TestLargeSwarmChurn(t *testing.T) {
