@@ -23,6 +23,7 @@ import (
 
 	"github.com/chihaya/chihaya/admin"
 	"github.com/chihaya/chihaya/httpcompat"
+	"github.com/chihaya/chihaya/internal/gcpercent"
 	"github.com/chihaya/chihaya/internal/latency"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
@@ -81,7 +82,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if migrate {
 		return runMigrate(cfg, stdout)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The peers hold no pointers and the hot path allocates nothing, so a
+	// low GC percent costs little CPU and saves most of the heap's
+	// headroom: about 38 to 26 bytes of RSS per IPv4 peer. GOGC, if set,
+	// wins.
+	gcpercent.Default(gcpercent.Tracker)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
