@@ -87,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	// headroom: about 38 to 26 bytes of RSS per IPv4 peer. GOGC, if set,
 	// wins.
 	gcpercent.Default(gcpercent.Tracker)
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
