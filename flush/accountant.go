@@ -26,8 +26,21 @@ type identity struct {
 // baseline is what an identity last reported. It holds no pointers.
 type baseline struct {
 	up, down uint64
-	seen     int64 // coarse clock, Unix seconds
-	snatched bool  // a snatch was counted for this identity
+	seen     uint32 // coarse clock, Unix seconds (fits until 2106)
+	snatched bool   // a snatch was counted for this identity
+}
+
+// entry is all an Accountant keeps for one identity: its baseline, if it
+// has one, and its credit not yet frozen into a batch, so that Account
+// touches one map entry. An entry without a baseline lives only until its
+// credit is frozen. It holds no pointers.
+type entry struct {
+	base        baseline
+	up, down    uint64 // credit not yet frozen
+	completedAt int64  // Unix seconds of the last snatch not yet frozen
+	snatches    uint32 // snatches not yet frozen
+	hasBase     bool   // base is the identity's baseline
+	dirty       bool   // the credit is not zero and the identity is in its shard's dirty list
 }
 
 type utKey struct{ user, torrent uint32 }
@@ -79,14 +92,22 @@ func satAdd(a, b uint64) uint64 {
 	return min(a+b, math.MaxInt64) // a+b < 1<<64: no wrap
 }
 
+// acctShards is the number of locks Account spreads over. Two cores
+// rarely meet at one of them; more shards would only make freeze and
+// expire take more, shorter locks.
 const acctShards = 64
 
+// freezeChunk is how many identities freeze handles per lock, so that an
+// announce waits for a few tens of microseconds at most.
+const freezeChunk = 512
+
 type acctShard struct {
-	mu      sync.Mutex // guards the fields below
-	base    map[identity]baseline
-	pending map[utKey]utDelta
-	since   int64 // coarse time of the oldest pending delta; 0 if none
-	_       [64]byte
+	mu    sync.Mutex // guards the fields below
+	ids   map[identity]entry
+	dirty []identity // identities with credit, each once, in order of first credit
+	spare []identity // the dirty list freeze emptied last, for reuse
+	since int64      // coarse time of the oldest credit in dirty; 0 if none
+	_     [64]byte
 }
 
 // An Accountant turns private-mode announces into per-user and
@@ -94,7 +115,7 @@ type acctShard struct {
 // each exactly once. It implements tracker.Accountant.
 //
 // Account is safe for concurrent use and never blocks on I/O: it takes one
-// of 64 shard locks for a few map operations. Run owns the flushing;
+// of 64 shard locks for one identity's map entry. Run owns the flushing;
 // Stats and Process may be called at any time.
 type Accountant struct {
 	store   Store
@@ -128,8 +149,7 @@ func NewAccountant(store Store, cfg Config) (*Accountant, error) {
 	a := &Accountant{store: store, cfg: cfg, process: NewProcessID()}
 	a.now.Store(time.Now().Unix())
 	for i := range a.shards {
-		a.shards[i].base = make(map[identity]baseline)
-		a.shards[i].pending = make(map[utKey]utDelta)
+		a.shards[i].ids = make(map[identity]entry)
 	}
 	return a, nil
 }
@@ -152,43 +172,61 @@ func (a *Accountant) Account(g tracker.Grant, req *tracker.AnnounceRequest) {
 
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	prev, found := sh.base[id]
-	next, keep, up, down, snatch := step(prev, found, r)
-	if keep {
-		next.seen = now
-		sh.base[id] = next
-	} else if found {
-		delete(sh.base, id)
+	e, ok := sh.ids[id]
+	var prev baseline
+	if e.hasBase {
+		prev = e.base
 	}
-	if up == 0 && down == 0 && !snatch {
-		return
+	next, keep, up, down, snatch := step(prev, e.hasBase, r)
+	if up != 0 || down != 0 || snatch {
+		e.up = satAdd(e.up, up)
+		e.down = satAdd(e.down, down)
+		if snatch {
+			e.snatches++
+			e.completedAt = now
+		}
+		if !e.dirty {
+			e.dirty = true
+			sh.dirty = append(sh.dirty, id)
+			if sh.since == 0 {
+				sh.since = now
+			}
+		}
 	}
-	k := utKey{user: g.User, torrent: g.Torrent}
-	d := sh.pending[k]
-	d.up = satAdd(d.up, up)
-	d.down = satAdd(d.down, down)
-	if snatch {
-		d.snatches++
-		d.completedAt = now
-	}
-	sh.pending[k] = d
-	if sh.since == 0 {
-		sh.since = now
+	switch {
+	case keep:
+		next.seen = uint32(now)
+		e.base, e.hasBase = next, true
+		sh.ids[id] = e
+	case e.dirty:
+		// Stopped, with credit to freeze: keep the credit only.
+		e.base, e.hasBase = baseline{}, false
+		sh.ids[id] = e
+	case ok:
+		delete(sh.ids, id)
 	}
 }
 
-// Stats returns the Accountant's counters.
+// Stats returns the Accountant's counters. Counting the (user, torrent)
+// pairs with credit takes a pass over the identities credited since the
+// last batch, outside the hot path.
 func (a *Accountant) Stats() Stats {
 	oldest := int64(0)
 	keys := 0
+	var pairs []uint64
 	for i := range a.shards {
 		sh := &a.shards[i]
 		sh.mu.Lock()
-		keys += len(sh.pending)
+		pairs = pairs[:0]
+		for _, id := range sh.dirty {
+			pairs = append(pairs, uint64(id.user)<<32|uint64(id.torrent))
+		}
 		if sh.since != 0 && (oldest == 0 || sh.since < oldest) {
 			oldest = sh.since
 		}
 		sh.mu.Unlock()
+		slices.Sort(pairs)
+		keys += len(slices.Compact(pairs))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -268,15 +306,22 @@ func (a *Accountant) shutdown() error {
 	return nil
 }
 
-// expire forgets baselines not refreshed within PeerLifetime.
+// expire forgets baselines not refreshed within PeerLifetime. An identity
+// with credit not yet frozen keeps its entry, without a baseline, until
+// freeze takes the credit.
 func (a *Accountant) expire() {
 	cutoff := a.now.Load() - int64(a.cfg.PeerLifetime/time.Second)
 	for i := range a.shards {
 		sh := &a.shards[i]
 		sh.mu.Lock()
-		for id, b := range sh.base {
-			if b.seen < cutoff {
-				delete(sh.base, id)
+		for id, e := range sh.ids {
+			switch {
+			case !e.hasBase || int64(e.base.seen) >= cutoff:
+			case e.dirty:
+				e.base, e.hasBase = baseline{}, false
+				sh.ids[id] = e
+			default:
+				delete(sh.ids, id)
 			}
 		}
 		sh.mu.Unlock()
@@ -335,41 +380,57 @@ func (a *Accountant) Flush(ctx context.Context) error {
 	return nil
 }
 
-// freeze moves every shard's pending deltas into a new batch with the next
-// sequence number and makes it the batch in flight. It returns nil, and
-// uses no number, if there are none.
+// freeze moves the credit of every identity in the shards' dirty lists
+// into a new batch with the next sequence number, summed per (user,
+// torrent) and per user, and makes it the batch in flight. It returns nil,
+// and uses no number, if there is none.
+//
+// It takes each shard's list at once, then the credit of its identities
+// freezeChunk at a time. Credit that an identity on the taken list gains
+// meanwhile joins this batch, credit of any other identity goes to the
+// shard's new list: each delta is in exactly one batch.
 func (a *Accountant) freeze() *AccountingBatch {
-	var maps []map[utKey]utDelta
-	n := 0
+	var torrents []UserTorrentDelta
 	oldest := int64(0)
+	sums := make(map[utKey]utDelta)
 	for i := range a.shards {
 		sh := &a.shards[i]
 		sh.mu.Lock()
-		if len(sh.pending) > 0 {
-			maps = append(maps, sh.pending)
-			n += len(sh.pending)
-			sh.pending = make(map[utKey]utDelta, len(sh.pending))
-			if oldest == 0 || sh.since < oldest {
-				oldest = sh.since
-			}
-			sh.since = 0
+		ids := sh.dirty
+		sh.dirty, sh.spare = sh.spare, nil
+		if len(ids) > 0 && (oldest == 0 || sh.since < oldest) {
+			oldest = sh.since
 		}
+		sh.since = 0
 		sh.mu.Unlock()
-	}
-	if n == 0 {
-		return nil
-	}
-	a.seq++
-	b := &AccountingBatch{Process: a.process, Seq: a.seq, Torrents: make([]UserTorrentDelta, 0, n)}
-	for _, m := range maps {
-		for k, d := range m {
+		if len(ids) == 0 {
+			continue
+		}
+		for c := range slices.Chunk(ids, freezeChunk) {
+			sh.mu.Lock()
+			for _, id := range c {
+				sh.takeLocked(id, sums)
+			}
+			sh.mu.Unlock()
+		}
+		sh.mu.Lock()
+		sh.spare = ids[:0]
+		sh.mu.Unlock()
+		// A (user, torrent) pair's identities are all in one shard.
+		for k, d := range sums {
 			ut := UserTorrentDelta{User: k.user, Torrent: k.torrent, Uploaded: d.up, Downloaded: d.down, Snatches: d.snatches}
 			if d.snatches > 0 {
 				ut.CompletedAt = time.Unix(d.completedAt, 0)
 			}
-			b.Torrents = append(b.Torrents, ut)
+			torrents = append(torrents, ut)
 		}
+		clear(sums)
 	}
+	if len(torrents) == 0 {
+		return nil
+	}
+	a.seq++
+	b := &AccountingBatch{Process: a.process, Seq: a.seq, Torrents: torrents}
 	slices.SortFunc(b.Torrents, func(x, y UserTorrentDelta) int {
 		if x.User != y.User {
 			return cmpU32(x.User, y.User)
@@ -387,10 +448,31 @@ func (a *Accountant) freeze() *AccountingBatch {
 	}
 	a.mu.Lock()
 	a.inflight = b
-	a.inflightKeys = n
+	a.inflightKeys = len(b.Torrents)
 	a.oldest = oldest
 	a.mu.Unlock()
 	return b
+}
+
+// takeLocked adds id's credit to sums and clears it, forgetting id if it
+// has no baseline. id must be on a dirty list freeze has taken.
+func (sh *acctShard) takeLocked(id identity, sums map[utKey]utDelta) {
+	e := sh.ids[id] // a dirty entry is never deleted before this
+	k := utKey{user: id.user, torrent: id.torrent}
+	d := sums[k]
+	d.up = satAdd(d.up, e.up)
+	d.down = satAdd(d.down, e.down)
+	if e.snatches > 0 {
+		d.snatches += e.snatches
+		d.completedAt = max(d.completedAt, e.completedAt)
+	}
+	sums[k] = d
+	if !e.hasBase {
+		delete(sh.ids, id)
+		return
+	}
+	e.up, e.down, e.completedAt, e.snatches, e.dirty = 0, 0, 0, 0, false
+	sh.ids[id] = e
 }
 
 func cmpU32(x, y uint32) int {

@@ -2,6 +2,7 @@ package flush
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -472,12 +473,131 @@ func TestBaselineExpiry(t *testing.T) {
 		}
 		n := 0
 		for i := range a.shards {
-			n += len(a.shards[i].base)
+			for _, e := range a.shards[i].ids {
+				if e.hasBase {
+					n++
+				}
+			}
 		}
 		if n != 1 {
 			t.Errorf("%d baselines kept, want 1", n)
 		}
 	})
+}
+
+// TestCreditOutlivesBaseline checks that an identity whose baseline goes,
+// by expiry or by stopped, keeps the credit it had not yet sent, and that
+// the next announce after that is a first sight.
+func TestCreditOutlivesBaseline(t *testing.T) {
+	s := newMemStore()
+	a := newTestAccountant(t, s, Config{PeerLifetime: time.Minute})
+	g := tracker.Grant{User: 1, Torrent: 1}
+	a.Account(g, announce{peer: 1, left: 1, event: started}.request())
+	a.Account(g, announce{peer: 1, up: 10, left: 1}.request())
+	a.Account(g, announce{peer: 2, left: 1, event: started}.request())
+	a.Account(g, announce{peer: 2, up: 7, left: 1}.request())
+	a.Account(g, announce{peer: 2, up: 8, left: 1, event: stopped}.request())
+	a.Account(g, announce{peer: 3, left: 1, event: started}.request())
+	if st := a.Stats(); st.PendingKeys != 1 {
+		t.Errorf("PendingKeys = %d with two identities on one pair, want 1", st.PendingKeys)
+	}
+	a.now.Add(120)
+	a.expire()
+	if got := len(a.shards[shardOf(1, 1)].ids); got != 2 {
+		t.Errorf("%d entries after expiry, want 2 (the identities with credit)", got)
+	}
+	a.Account(g, announce{peer: 1, up: 50, left: 1}.request()) // no baseline: no credit
+	a.Account(g, announce{peer: 2, up: 3, left: 1, event: started}.request())
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, users := s.totals()
+	if got := users[1].Uploaded; got != 10+8+3 {
+		t.Errorf("uploaded %d, want %d", got, 10+8+3)
+	}
+	a.now.Add(120)
+	a.expire()
+	if got := len(a.shards[shardOf(1, 1)].ids); got != 0 {
+		t.Errorf("%d entries after the batch and expiry, want 0", got)
+	}
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.attempts); n != 1 {
+		t.Errorf("%d batches, want 1", n)
+	}
+}
+
+// TestAccountConcurrentFreeze accounts for enough identities of one shard
+// that freeze takes them in several chunks while announces go on, and
+// checks that every byte arrives exactly once.
+func TestAccountConcurrentFreeze(t *testing.T) {
+	s := newMemStore()
+	a := newTestAccountant(t, s, Config{})
+	const (
+		workers = 4
+		peers   = 3 * freezeChunk
+		rounds  = 10
+	)
+	stop := make(chan struct{})
+	flushed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				flushed <- nil
+				return
+			default:
+			}
+			if err := a.Flush(context.Background()); err != nil {
+				flushed <- err
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			g := tracker.Grant{User: 1, Torrent: uint32(w)}
+			req := &tracker.AnnounceRequest{Left: 1}
+			for r := range uint64(rounds + 1) {
+				req.Event = none
+				if r == 0 {
+					req.Event = started
+				}
+				req.Uploaded = r * 2
+				for p := range peers {
+					binary.BigEndian.PutUint16(req.PeerID[:], uint16(p))
+					a.Account(g, req)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ut, users := s.totals()
+	for w := range uint32(workers) {
+		if got, want := ut[utKey{1, w}].Uploaded, uint64(peers*rounds*2); got != want {
+			t.Errorf("torrent %d uploaded %d, want %d", w, got, want)
+		}
+	}
+	if got, want := users[1].Uploaded, uint64(workers*peers*rounds*2); got != want {
+		t.Errorf("user uploaded %d, want %d", got, want)
+	}
+	for i, b := range s.attempts {
+		if b.Seq != uint64(i+1) {
+			t.Fatalf("attempt %d has seq %d, want %d", i, b.Seq, i+1)
+		}
+	}
+	if st := a.Stats(); st.PendingKeys != 0 {
+		t.Errorf("PendingKeys = %d after the last flush, want 0", st.PendingKeys)
+	}
 }
 
 func TestAccountDoesNotAllocate(t *testing.T) {

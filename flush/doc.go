@@ -62,10 +62,14 @@
 // A completed event with left = 0 records one snatch per identity: the
 // same announce over the other family does not snatch again.
 //
-// Deltas are summed in memory per (user, torrent) in 64 locked shards, so
-// memory is bounded by the number of distinct active keys, whatever the
-// announce rate; per-user totals are summed from them when a batch is
-// frozen.
+// Deltas are summed in memory in the identity's own entry, beside its
+// baseline, in 64 locked shards, so an announce costs one map lookup and a
+// write back to the same entry. An identity credited since the last batch
+// is listed once in its shard; freezing a batch sums the listed
+// identities per (user, torrent) and per user. Memory is bounded by the
+// number of identities, whatever the announce rate: one whose baseline
+// expires or stops while it holds credit keeps its entry, without a
+// baseline, only until that credit is frozen.
 //
 // # Private mode: Rules
 //
