@@ -39,7 +39,9 @@ type Config struct {
 	SyncInterval time.Duration
 	// MaxPending bounds the changes kept while the store is away, one per
 	// peer. On overflow further changes are dropped and the whole local
-	// state is republished once the store answers. Zero means 1,000,000.
+	// state is republished once the store answers. The log may overflow
+	// up to 1/256 of MaxPending short of it (see changeLog), never beyond.
+	// Zero means 1,000,000.
 	MaxPending int
 	// PeerLifetime and RefreshEvery must equal the local table's
 	// (peertable.Config). Zero means 31 minutes and PeerLifetime/4, as

@@ -22,6 +22,7 @@ type Mirror struct {
 	log    *slog.Logger
 	clog   *changeLog
 	buf    []drained // the publisher's, for drain
+	tx     Tx        // the publisher's, reused by every flush
 
 	republish atomic.Bool   // the store may lack local state: send all of it
 	reloadCh  chan struct{} // capacity 1: Remote may lack remote state
@@ -145,7 +146,7 @@ func (m *Mirror) Stats() Stats {
 	st := Stats{
 		Published:   m.published.Load(),
 		Applied:     m.applied.Load(),
-		Pending:     int(m.clog.pending.Load()),
+		Pending:     m.clog.len(),
 		Dropped:     m.clog.dropped.Load(),
 		Errors:      m.errors.Load(),
 		Reloads:     m.reloads.Load(),
@@ -219,7 +220,10 @@ func (m *Mirror) sync(ctx context.Context) bool {
 }
 
 func (m *Mirror) flush(ctx context.Context) bool {
-	tx := m.pool.Begin()
+	if m.tx == nil {
+		m.tx = m.pool.Begin()
+	}
+	tx := m.tx
 	var n int
 	n, m.buf = m.clog.drain(tx, m.buf)
 	if n == 0 {

@@ -68,6 +68,7 @@ func (Driver) Open(cfg conncache.Config) (conncache.Pool, error) {
 		prefix:  cfg.KeyPrefix,
 		channel: cfg.KeyPrefix + "changes",
 		ttl:     cfg.RemoteLifetime(),
+		ttlArg:  strconv.FormatInt(cfg.RemoteLifetime().Milliseconds(), 10),
 	}
 	p.cluster, _ = c.(*goredis.ClusterClient)
 	if _, err := rand.Read(p.origin[:]); err != nil {
@@ -100,6 +101,7 @@ type Pool struct {
 	prefix    string
 	channel   string
 	ttl       time.Duration
+	ttlArg    any // ttl in milliseconds, boxed once for applyScript
 
 	scriptLoaded atomic.Bool
 }
@@ -129,12 +131,20 @@ func (p *Pool) failed(err error) error {
 
 // Key returns the key holding origin o's state of swarm ih.
 func (p *Pool) Key(ih peertable.InfoHash, o conncache.Origin) string {
-	var b [2*20 + 2*8 + 3]byte
-	buf := append(b[:0], '{')
-	buf = hex.AppendEncode(buf, ih[:])
-	buf = append(buf, '}', ':')
-	buf = hex.AppendEncode(buf, o[:])
-	return p.prefix + string(buf)
+	var b [128]byte
+	return string(p.appendKey(b[:0], ih, o))
+}
+
+// keyLen is the length of a key without its prefix.
+const keyLen = 1 + 2*len(peertable.InfoHash{}) + 2 + 2*len(conncache.Origin{})
+
+// appendKey appends the key of origin o's state of swarm ih to dst.
+func (p *Pool) appendKey(dst []byte, ih peertable.InfoHash, o conncache.Origin) []byte {
+	dst = append(dst, p.prefix...)
+	dst = append(dst, '{')
+	dst = hex.AppendEncode(dst, ih[:])
+	dst = append(dst, '}', ':')
+	return hex.AppendEncode(dst, o[:])
 }
 
 // parseKey splits a key of this prefix into swarm and origin.

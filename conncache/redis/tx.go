@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,26 +19,71 @@ import (
 //	KEYS[1] the key
 //	ARGV[1] expiry in milliseconds
 //	ARGV[2] "1" to delete the key first (Replace), else "0"
-//	ARGV[3…] operations: "p", field, value (HSET) or "d", field (HDEL)
+//	ARGV[3] the operations, packed into one binary string:
 //
-// Being one script, it runs atomically: nobody sees a replaced swarm half
-// written, and the key never lacks its expiry.
+//	len field
+//	  1 op: 1 HSET, 2 HDEL
+//	  1 field length f
+//	  f field
+//	  1 value length v (HSET only)
+//	  v value (HSET only)
+//
+// One packed argument rather than one per field and value keeps the
+// publisher's cost per change to a few appended bytes. Runs of the same
+// operation go to Redis as one HSET or HDEL of many fields; they keep
+// their order, so a later change of a field still wins. Being one script,
+// it runs atomically: nobody sees a replaced swarm half written, and the
+// key never lacks its expiry.
 var applyScript = goredis.NewScript(`
-local k = KEYS[1]
+local k, ops = KEYS[1], ARGV[3]
 if ARGV[2] == '1' then redis.call('DEL', k) end
-local i, n = 3, #ARGV
+local run, cur = {}, 0
+local function flush()
+	if cur == 1 then
+		redis.call('HSET', k, unpack(run))
+	elseif cur == 2 then
+		redis.call('HDEL', k, unpack(run))
+	end
+	run = {}
+end
+local i, n = 1, #ops
 while i <= n do
-	if ARGV[i] == 'p' then
-		redis.call('HSET', k, ARGV[i+1], ARGV[i+2])
-		i = i + 3
-	else
-		redis.call('HDEL', k, ARGV[i+1])
-		i = i + 2
+	local op, fl = string.byte(ops, i, i + 1)
+	if op ~= cur then
+		flush()
+		cur = op
+	end
+	run[#run + 1] = string.sub(ops, i + 2, i + 1 + fl)
+	i = i + 2 + fl
+	if op == 1 then
+		local vl = string.byte(ops, i)
+		run[#run + 1] = string.sub(ops, i + 1, i + vl)
+		i = i + 1 + vl
 	end
 end
+flush()
 redis.call('PEXPIRE', k, ARGV[1])
 return 0
 `)
+
+// Operations packed into applyScript's ARGV[3].
+const (
+	scriptPut = 1
+	scriptDel = 2
+)
+
+// The words of "EVALSHA <applyScript> 1 <key> <ttl> <replace> <ops>" that
+// never change, boxed once. argOneKey doubles as ARGV[2]'s "1".
+var (
+	argEvalSha  any = "evalsha"
+	argApplySHA any = applyScript.Hash()
+	argOneKey   any = "1"
+	argReplace      = argOneKey
+	argKeep     any = "0"
+)
+
+// evalArgs is the number of words of the EVALSHA.
+const evalArgs = 7
 
 // maxScriptOps bounds the operations per script call, so that a huge
 // swarm does not hold the server for long (nor exceed Lua's stack).
@@ -49,19 +94,32 @@ func (p *Pool) Begin() conncache.Tx {
 	return &tx{p: p, swarms: make(map[peertable.InfoHash]*swarmOps)}
 }
 
+// A tx keeps its buffers when committed, so that a Tx reused for batch
+// after batch (as the Mirror does) stops allocating for them.
 type tx struct {
 	p      *Pool
 	swarms map[peertable.InfoHash]*swarmOps
 	order  []peertable.InfoHash // swarms in first-touched order
-	recs   []conncache.Record   // what the notification carries
+	free   []*swarmOps
 	n      int
 	resync bool
-	free   []*swarmOps
+	stamp  uint32 // unix seconds of this batch's first put; 0 until then
+
+	// The notification, encoded as changes arrive: msgs[starts[i]:
+	// starts[i+1]] (or to the end) is the i-th message.
+	msgs   []byte
+	starts []int
+	out    [][]byte // Commit's view of msgs
+	keys   []byte   // the keys of exec's commands
+	args   []any    // the arguments of exec's commands
+	evals  []*goredis.Cmd
+	pubs   []*goredis.IntCmd
 }
 
 type swarmOps struct {
 	replace bool
-	ops     []any // "p", field, value / "d", field
+	ops     []byte // packed as applyScript's ARGV[3] wants them
+	cuts    []int  // offsets in ops of every maxScriptOps-th operation
 	nops    int
 }
 
@@ -71,7 +129,8 @@ func (t *tx) swarm(ih peertable.InfoHash) *swarmOps {
 		if n := len(t.free); n > 0 {
 			s, t.free = t.free[n-1], t.free[:n-1]
 		} else {
-			s = new(swarmOps)
+			// Room for a few changes: most swarms see one or two a batch.
+			s = &swarmOps{ops: make([]byte, 0, 64)}
 		}
 		t.swarms[ih] = s
 		t.order = append(t.order, ih)
@@ -79,40 +138,82 @@ func (t *tx) swarm(ih peertable.InfoHash) *swarmOps {
 	return s
 }
 
-func field(ap netip.AddrPort) string {
-	var b [peertable.PeerLenV6]byte
-	return string(putPeer(b[:0], ap))
+// op starts an operation on s's field of length fl.
+func (s *swarmOps) op(op byte, fl int) {
+	if s.nops > 0 && s.nops%maxScriptOps == 0 {
+		s.cuts = append(s.cuts, len(s.ops))
+	}
+	s.nops++
+	s.ops = append(s.ops, op, byte(fl))
 }
 
-func (t *tx) put(ih peertable.InfoHash, p peertable.Peer, now time.Time) {
-	s := t.swarm(ih)
-	s.ops = append(s.ops, "p", field(p.Addr), peerValue(p.Seeder, now))
-	s.nops++
-	t.n++
+func (s *swarmOps) putPeer(ap netip.AddrPort, seeder bool, stamp uint32) {
+	fl := peertable.PeerLenV4
+	if ap.Addr().Is6() {
+		fl = peertable.PeerLenV6
+	}
+	s.op(scriptPut, fl)
+	s.ops = putPeer(s.ops, ap)
+	s.ops = append(s.ops, valueLen)
+	s.ops = appendPeerValue(s.ops, seeder, stamp)
+}
+
+func (s *swarmOps) putCompleted(n uint32) {
+	s.op(scriptPut, len(fieldCompleted))
+	s.ops = append(s.ops, fieldCompleted...)
+	at := len(s.ops)
+	s.ops = append(s.ops, 0)
+	s.ops = appendCompletedValue(s.ops, n)
+	s.ops[at] = byte(len(s.ops) - at - 1)
+}
+
+func (t *tx) now() uint32 {
+	if t.stamp == 0 {
+		t.stamp = uint32(time.Now().Unix())
+	}
+	return t.stamp
+}
+
+// record appends r to the notification.
+func (t *tx) record(r *conncache.Record) {
+	t.reserve(maxRecord)
+	t.msgs = appendRecord(t.msgs, r)
+}
+
+// reserve starts a new message unless the current one has n bytes left.
+func (t *tx) reserve(n int) {
+	if k := len(t.starts); k > 0 && len(t.msgs)-t.starts[k-1]+n <= maxMessage {
+		return
+	}
+	t.starts = append(t.starts, len(t.msgs))
+	t.msgs = appendHeader(t.msgs, t.p.origin)
 }
 
 // Put implements conncache.Tx.
 func (t *tx) Put(ih peertable.InfoHash, p peertable.Peer) {
-	t.put(ih, p, time.Now())
-	t.recs = append(t.recs, conncache.Record{Op: conncache.OpPut, InfoHash: ih, Peer: p})
+	t.swarm(ih).putPeer(p.Addr, p.Seeder, t.now())
+	t.n++
+	t.record(&conncache.Record{Op: conncache.OpPut, InfoHash: ih, Peer: p})
 }
 
 // Remove implements conncache.Tx.
 func (t *tx) Remove(ih peertable.InfoHash, p peertable.Peer) {
 	s := t.swarm(ih)
-	s.ops = append(s.ops, "d", field(p.Addr))
-	s.nops++
+	if p.Addr.Addr().Is6() {
+		s.op(scriptDel, peertable.PeerLenV6)
+	} else {
+		s.op(scriptDel, peertable.PeerLenV4)
+	}
+	s.ops = putPeer(s.ops, p.Addr)
 	t.n++
-	t.recs = append(t.recs, conncache.Record{Op: conncache.OpRemove, InfoHash: ih, Peer: p})
+	t.record(&conncache.Record{Op: conncache.OpRemove, InfoHash: ih, Peer: p})
 }
 
 // SetCompleted implements conncache.Tx.
 func (t *tx) SetCompleted(ih peertable.InfoHash, n uint32) {
-	s := t.swarm(ih)
-	s.ops = append(s.ops, "p", fieldCompleted, completedValue(n))
-	s.nops++
+	t.swarm(ih).putCompleted(n)
 	t.n++
-	t.recs = append(t.recs, conncache.Record{Op: conncache.OpCompleted, InfoHash: ih, Completed: n})
+	t.record(&conncache.Record{Op: conncache.OpCompleted, InfoHash: ih, Completed: n})
 }
 
 // Replace implements conncache.Tx. Other origins learn of the new state
@@ -120,18 +221,17 @@ func (t *tx) SetCompleted(ih peertable.InfoHash, n uint32) {
 func (t *tx) Replace(ih peertable.InfoHash, peers []peertable.Peer, completed uint32) {
 	s := t.swarm(ih)
 	s.replace = true
-	s.ops = s.ops[:0]
+	s.ops, s.cuts = s.ops[:0], s.cuts[:0]
 	t.n -= s.nops
 	s.nops = 0
-	now := time.Now()
+	stamp := t.now()
 	for _, p := range peers {
-		t.put(ih, p, now)
+		s.putPeer(p.Addr, p.Seeder, stamp)
 	}
 	if completed > 0 {
-		s.ops = append(s.ops, "p", fieldCompleted, completedValue(completed))
-		s.nops++
-		t.n++
+		s.putCompleted(completed)
 	}
+	t.n += s.nops
 	if s.nops == 0 {
 		t.n++ // the deletion itself is a change
 	}
@@ -146,15 +246,23 @@ func (t *tx) Len() int { return t.n }
 func (t *tx) reset() {
 	for _, ih := range t.order {
 		s := t.swarms[ih]
-		clear(s.ops)
-		s.ops, s.nops, s.replace = s.ops[:0], 0, false
+		s.ops, s.cuts, s.nops, s.replace = s.ops[:0], s.cuts[:0], 0, false
 		t.free = append(t.free, s)
 	}
 	clear(t.swarms)
 	t.order = t.order[:0]
-	t.recs = t.recs[:0]
+	t.msgs, t.starts = t.msgs[:0], t.starts[:0]
+	clear(t.out)
+	t.out = t.out[:0]
+	clear(t.evals)
+	t.evals = t.evals[:0]
+	clear(t.args)
+	t.args = t.args[:0]
+	clear(t.pubs)
+	t.pubs = t.pubs[:0]
 	t.n = 0
 	t.resync = false
+	t.stamp = 0
 }
 
 // Commit implements conncache.Tx. On a single server the scripts and the
@@ -195,35 +303,38 @@ func (t *tx) Commit(ctx context.Context) error {
 // a script was missing and whether the messages were sent.
 func (t *tx) exec(ctx context.Context, msgs [][]byte, publish bool) (noScript, sent bool, err error) {
 	pipe := t.p.c.Pipeline()
-	ttl := strconv.FormatInt(t.p.ttl.Milliseconds(), 10)
-	var evals []*goredis.Cmd
+	evals := t.evals[:0]
+	// EVALSHA through Do, with arguments boxed once per Pool or kept in
+	// buffers reused by every Commit: go-redis's EvalSha would box the
+	// command name, the hash and the key anew for each call.
+	keys := slices.Grow(t.keys[:0], len(t.order)*(len(t.p.prefix)+keyLen))
+	args := slices.Grow(t.args[:0], len(t.order)*evalArgs)
 	for _, ih := range t.order {
 		s := t.swarms[ih]
-		key := t.p.Key(ih, t.p.origin)
-		replace := s.replace
-		ops := s.ops
-		for first := true; first || len(ops) > 0; first = false {
-			// Split at an operation boundary.
-			end, cnt := 0, 0
-			for end < len(ops) && cnt < maxScriptOps {
-				if ops[end] == "p" {
-					end += 3
-				} else {
-					end += 2
-				}
-				cnt++
+		at := len(keys)
+		keys = t.p.appendKey(keys, ih, t.p.origin)
+		key := keys[at:len(keys):len(keys)]
+		replace := argKeep
+		if s.replace {
+			replace = argReplace
+		}
+		from := 0
+		for i := 0; i <= len(s.cuts); i++ {
+			to := len(s.ops)
+			if i < len(s.cuts) {
+				to = s.cuts[i]
 			}
-			args := make([]any, 0, 2+end)
-			r := "0"
-			if replace {
-				r = "1"
-			}
-			args = append(args, ttl, r)
-			args = append(args, ops[:end]...)
-			evals = append(evals, applyScript.EvalSha(ctx, pipe, []string{key}, args...))
-			ops, replace = ops[end:], false
+			at := len(args)
+			args = append(args, // evalArgs of them
+				argEvalSha, argApplySHA, argOneKey, key, t.p.ttlArg, replace, s.ops[from:to:to])
+			cmd := pipe.Do(ctx, args[at:len(args):len(args)]...)
+			cmd.SetFirstKeyPos(3) // for the Cluster's routing
+			evals = append(evals, cmd)
+			from, replace = to, argKeep
 		}
 	}
+	t.keys, t.args = keys, args
+	t.evals = evals
 	if t.p.cluster != nil && publish && len(msgs) > 0 && pipe.Len() > 0 {
 		// Notify only once the data is stored everywhere.
 		_, err = pipe.Exec(ctx)
@@ -231,14 +342,15 @@ func (t *tx) exec(ctx context.Context, msgs [][]byte, publish bool) (noScript, s
 			return noScript, false, err
 		}
 		pipe = t.p.c.Pipeline()
-		evals = nil
+		evals = evals[:0]
 	}
-	var pubs []*goredis.IntCmd
+	pubs := t.pubs[:0]
 	if publish {
 		for _, m := range msgs {
 			pubs = append(pubs, pipe.Publish(ctx, t.p.channel, m))
 		}
 	}
+	t.pubs = pubs
 	_, err = pipe.Exec(ctx)
 	sent = true
 	for _, c := range pubs {
@@ -258,30 +370,19 @@ func anyNoScript(cmds []*goredis.Cmd) bool {
 	return false
 }
 
-// messages encodes the notification, split into messages of at most
-// maxMessage bytes.
+// messages returns the notification, split into messages of at most
+// maxMessage bytes, with the resync record if asked for.
 func (t *tx) messages() [][]byte {
-	var msgs [][]byte
-	var cur []byte
-	add := func(n int) {
-		if cur != nil && len(cur)+n > maxMessage {
-			msgs = append(msgs, cur)
-			cur = nil
-		}
-		if cur == nil {
-			cur = appendHeader(make([]byte, 0, min(maxMessage, headerLen+maxRecord*(len(t.recs)+1))), t.p.origin)
-		}
-	}
-	for i := range t.recs {
-		add(maxRecord)
-		cur = appendRecord(cur, &t.recs[i])
-	}
 	if t.resync {
-		add(1)
-		cur = append(cur, kindResync)
+		t.reserve(1)
+		t.msgs = append(t.msgs, kindResync)
 	}
-	if cur != nil {
-		msgs = append(msgs, cur)
+	for i, at := range t.starts {
+		end := len(t.msgs)
+		if i+1 < len(t.starts) {
+			end = t.starts[i+1]
+		}
+		t.out = append(t.out, t.msgs[at:end])
 	}
-	return msgs
+	return t.out
 }

@@ -52,13 +52,13 @@ func parsePeer(b []byte) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-func peerValue(seeder bool, now time.Time) string {
-	var v [valueLen]byte
+// appendPeerValue appends a peer's value to dst.
+func appendPeerValue(dst []byte, seeder bool, unix uint32) []byte {
+	var flags byte
 	if seeder {
-		v[0] = flagSeeder
+		flags = flagSeeder
 	}
-	binary.BigEndian.PutUint32(v[1:], uint32(now.Unix()))
-	return string(v[:])
+	return binary.BigEndian.AppendUint32(append(dst, flags), unix)
 }
 
 func parseValue(v string) (seeder bool, published time.Time, ok bool) {
@@ -68,7 +68,8 @@ func parseValue(v string) (seeder bool, published time.Time, ok bool) {
 	return v[0]&flagSeeder != 0, time.Unix(int64(binary.BigEndian.Uint32([]byte(v[1:]))), 0), true
 }
 
-func completedValue(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+// appendCompletedValue appends the value of field "c" to dst.
+func appendCompletedValue(dst []byte, n uint32) []byte { return strconv.AppendUint(dst, uint64(n), 10) }
 
 // Change notification, one PUBLISH on <prefix>changes per batch (split
 // into messages of at most maxMessage bytes):
