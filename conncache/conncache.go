@@ -6,11 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/registry"
 	"github.com/chihaya/chihaya/peertable"
 )
 
@@ -241,39 +240,15 @@ type Tx interface {
 	Commit(ctx context.Context) error
 }
 
-var (
-	driversMu sync.RWMutex
-	drivers   = make(map[string]Driver)
-)
+// drivers holds the registered drivers.
+var drivers = registry.New[Driver]("conncache")
 
 // Register makes a driver available by name. It panics if d is nil, if
 // name is empty or "none", or if it is called twice with the same name.
-func Register(name string, d Driver) {
-	driversMu.Lock()
-	defer driversMu.Unlock()
-	if d == nil {
-		panic("conncache: Register driver is nil")
-	}
-	if name == "" || name == "none" {
-		panic(fmt.Sprintf("conncache: Register with reserved name %q", name))
-	}
-	if _, dup := drivers[name]; dup {
-		panic("conncache: Register called twice for driver " + name)
-	}
-	drivers[name] = d
-}
+func Register(name string, d Driver) { drivers.Register(name, d) }
 
 // Drivers returns the sorted names of the registered drivers.
-func Drivers() []string {
-	driversMu.RLock()
-	defer driversMu.RUnlock()
-	names := make([]string, 0, len(drivers))
-	for n := range drivers {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func Drivers() []string { return drivers.Names() }
 
 // Open opens a Pool with the named driver. The name "" or "none" means no
 // cache (a single process): Open returns nil, nil, and the caller runs
@@ -283,9 +258,7 @@ func Open(name string, cfg Config) (Pool, error) {
 	if name == "" || name == "none" {
 		return nil, nil
 	}
-	driversMu.RLock()
-	d, ok := drivers[name]
-	driversMu.RUnlock()
+	d, ok := drivers.Lookup(name)
 	if !ok {
 		known := Drivers()
 		return nil, fmt.Errorf("conncache: unknown driver %q (registered: %s; is the driver package imported?)", name, strings.Join(append(known, "none"), ", "))

@@ -6,11 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/registry"
 	"github.com/chihaya/chihaya/peertable"
 )
 
@@ -172,37 +171,17 @@ type Stats struct {
 	LastSuccess time.Time // zero before the first success
 }
 
-var (
-	driversMu sync.RWMutex // guards drivers
-	drivers   = make(map[string]Driver)
-)
+// drivers holds the registered drivers.
+var drivers = registry.New[Driver]("flush")
 
-// Register makes a driver available under name. It panics if d is nil or
+// Register makes a driver available under name. It panics if d is nil, if
+// name is empty or "none" (which configuration uses for no storage), or if
 // name is already registered, as database/sql.Register does; it is meant
 // for init functions.
-func Register(name string, d Driver) {
-	driversMu.Lock()
-	defer driversMu.Unlock()
-	if d == nil {
-		panic("flush: Register driver is nil")
-	}
-	if _, dup := drivers[name]; dup {
-		panic("flush: Register called twice for driver " + name)
-	}
-	drivers[name] = d
-}
+func Register(name string, d Driver) { drivers.Register(name, d) }
 
 // Drivers returns the names of the registered drivers, sorted.
-func Drivers() []string {
-	driversMu.RLock()
-	defer driversMu.RUnlock()
-	names := make([]string, 0, len(drivers))
-	for n := range drivers {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func Drivers() []string { return drivers.Names() }
 
 // migrateTimeout bounds the migration Open runs for Config.MigrateAtStart.
 const migrateTimeout = time.Minute
@@ -210,9 +189,7 @@ const migrateTimeout = time.Minute
 // Open opens a Store with the driver registered as name. With
 // cfg.MigrateAtStart it also runs Store.Migrate, and fails if that fails.
 func Open(name string, cfg Config) (Store, error) {
-	driversMu.RLock()
-	d, ok := drivers[name]
-	driversMu.RUnlock()
+	d, ok := drivers.Lookup(name)
 	if !ok {
 		known := Drivers()
 		list := "none; import a driver package such as github.com/chihaya/chihaya/flush/postgres"
