@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -36,6 +37,17 @@ func servicesConfig(redisAddr, prefix, dsn string) Config {
 	cfg.Storage.FlushInterval = Duration(200 * time.Millisecond)
 	cfg.Storage.MigrateAtStart = true
 	return cfg
+}
+
+// freeLoopbackAddr returns a TCP address on 127.0.0.1 that was free a
+// moment ago, for a listener whose address the test must know.
+func freeLoopbackAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 func randomPrefix(t *testing.T) string {
@@ -92,7 +104,11 @@ func TestTwoDaemonsShareSwarms(t *testing.T) {
 	cfg := servicesConfig(redisAddr, prefix, dsn)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	baseA, stopA := startDaemon(t, cfg, log)
-	baseB, stopB := startDaemon(t, cfg, log)
+	cfgB := cfg
+	cfgB.Admin.Disabled = false
+	cfgB.Admin.Addr = freeLoopbackAddr(t)
+	adminB := cfgB.Admin.Addr
+	baseB, stopB := startDaemon(t, cfgB, log)
 	stoppedA := false
 	defer func() {
 		if !stoppedA {
@@ -128,6 +144,19 @@ func TestTwoDaemonsShareSwarms(t *testing.T) {
 		s, l, ok := stats()
 		return ok && s == 1 && l == 1, fmt.Sprint(s, l, ok)
 	})
+
+	// B's admin listener reports the services: metrics and health.
+	admin := "http://" + adminB + "/"
+	eventually(t, 5*time.Second, "B's metrics show a healthy cache and a swarm flush", func() (bool, string) {
+		m := get(t, admin+"metrics")
+		ok := strings.Contains(m, "chihaya_cache_healthy 1") &&
+			strings.Contains(m, `chihaya_flush_flushes_total{kind="swarms"}`) &&
+			!strings.Contains(m, `chihaya_flush_flushes_total{kind="swarms"} 0`)
+		return ok, "metrics lack chihaya_cache_healthy 1 or a swarm flush"
+	})
+	if page := get(t, admin); !strings.Contains(page, "Redis") || !strings.Contains(page, "PostgreSQL") {
+		t.Errorf("status page lacks the Redis and PostgreSQL rows")
+	}
 
 	if err := stopA(); err != nil {
 		t.Fatalf("stopping A: %v", err)
