@@ -286,22 +286,8 @@ func (a *Accountant) shutdown() error {
 		rounds = 2
 	}
 	a.mu.Unlock()
-	var backoff time.Duration
-	for rounds > 0 {
-		err := a.Flush(ctx)
-		if err == nil {
-			rounds--
-			backoff = 0
-			continue
-		}
-		backoff = a.cfg.nextBackoff(backoff)
-		t := time.NewTimer(jitter(backoff))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("flush: final accounting flush gave up with %d keys unflushed: %w", a.Stats().PendingKeys, err)
-		case <-t.C:
-		}
+	if err := a.cfg.flushRounds(ctx, rounds, a.Flush); err != nil {
+		return fmt.Errorf("flush: final accounting flush gave up with %d keys unflushed: %w", a.Stats().PendingKeys, err)
 	}
 	return nil
 }

@@ -145,23 +145,9 @@ func (f *Flusher) shutdown() error {
 	if f.inflight != nil {
 		rounds = 2
 	}
-	var backoff time.Duration
-	for rounds > 0 {
-		err := f.Flush(ctx)
-		if err == nil {
-			rounds--
-			backoff = 0
-			continue
-		}
-		backoff = f.cfg.nextBackoff(backoff)
-		t := time.NewTimer(jitter(backoff))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("flush: final swarm flush gave up with %d swarms' completed downloads uncredited: %w",
-				len(f.inflight)+len(f.pending), err)
-		case <-t.C:
-		}
+	if err := f.cfg.flushRounds(ctx, rounds, f.Flush); err != nil {
+		return fmt.Errorf("flush: final swarm flush gave up with %d swarms' completed downloads uncredited: %w",
+			len(f.inflight)+len(f.pending), err)
 	}
 	if err := f.store.RemoveProcess(ctx, f.process); err != nil {
 		return fmt.Errorf("flush: remove process %v at shutdown: %w", f.process, err)

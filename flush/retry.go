@@ -1,6 +1,7 @@
 package flush
 
 import (
+	"context"
 	"log/slog"
 	"time"
 )
@@ -47,4 +48,29 @@ func logFailing(l *slog.Logger, what string, err error) {
 
 func logRecovered(l *slog.Logger, what string, lasted time.Duration, attempts int) {
 	l.Info("flush: "+what+" recovered", "failed_for", lasted, "failed_attempts", attempts)
+}
+
+// flushRounds calls flush until it has succeeded rounds times, backing
+// off between failures as Run does, until ctx is done; it then returns
+// the last failure. A graceful stop uses it: a frozen batch in flight must
+// commit before one more batch takes what was collected since.
+func (c *Config) flushRounds(ctx context.Context, rounds int, flush func(context.Context) error) error {
+	var backoff time.Duration
+	for rounds > 0 {
+		err := flush(ctx)
+		if err == nil {
+			rounds--
+			backoff = 0
+			continue
+		}
+		backoff = c.nextBackoff(backoff)
+		t := time.NewTimer(jitter(backoff))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+	return nil
 }
