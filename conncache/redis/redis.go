@@ -198,7 +198,14 @@ const scanBatch = 512
 
 // Load implements conncache.Pool.
 func (p *Pool) Load(ctx context.Context, since time.Time, fn func(o conncache.Origin, r conncache.Record)) error {
-	match := globEscape(p.prefix) + "{*"
+	return p.scan(ctx, globEscape(p.prefix)+"{*", func(ctx context.Context, c *goredis.Client, keys []string) error {
+		return p.loadKeys(ctx, c, keys, since, fn)
+	})
+}
+
+// scan calls fn with each SCAN batch of the keys matching match on every
+// master, and reports its failures to the Pool's health.
+func (p *Pool) scan(ctx context.Context, match string, fn func(ctx context.Context, c *goredis.Client, keys []string) error) error {
 	return p.failed(p.eachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
 		var cursor uint64
 		for {
@@ -206,7 +213,7 @@ func (p *Pool) Load(ctx context.Context, since time.Time, fn func(o conncache.Or
 			if err != nil {
 				return fmt.Errorf("redis: scan: %w", err)
 			}
-			if err := p.loadKeys(ctx, c, keys, since, fn); err != nil {
+			if err := fn(ctx, c, keys); err != nil {
 				return err
 			}
 			if cursor = next; cursor == 0 {
@@ -262,36 +269,27 @@ func (p *Pool) loadKeys(ctx context.Context, c *goredis.Client, keys []string, s
 
 // Prune implements conncache.Pool.
 func (p *Pool) Prune(ctx context.Context, keep func(ih peertable.InfoHash) bool) error {
-	match := globEscape(p.prefix) + "{*}:" + p.originHex
-	return p.failed(p.eachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, match, scanBatch).Result()
-			if err != nil {
-				return fmt.Errorf("redis: scan: %w", err)
-			}
-			var del []string
-			for _, k := range keys {
-				if ih, o, ok := p.parseKey(k); ok && o == p.origin && !keep(ih) {
-					del = append(del, k)
-				}
-			}
-			if len(del) > 0 {
-				// One key per command: in a Cluster each may live in
-				// another slot.
-				pipe := c.Pipeline()
-				for _, k := range del {
-					pipe.Unlink(ctx, k)
-				}
-				if _, err := pipe.Exec(ctx); err != nil {
-					return fmt.Errorf("redis: prune %d keys: %w", len(del), err)
-				}
-			}
-			if cursor = next; cursor == 0 {
-				return nil
+	return p.scan(ctx, globEscape(p.prefix)+"{*}:"+p.originHex, func(ctx context.Context, c *goredis.Client, keys []string) error {
+		var del []string
+		for _, k := range keys {
+			if ih, o, ok := p.parseKey(k); ok && o == p.origin && !keep(ih) {
+				del = append(del, k)
 			}
 		}
-	}))
+		if len(del) == 0 {
+			return nil
+		}
+		// One key per command: in a Cluster each may live in another
+		// slot.
+		pipe := c.Pipeline()
+		for _, k := range del {
+			pipe.Unlink(ctx, k)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("redis: prune %d keys: %w", len(del), err)
+		}
+		return nil
+	})
 }
 
 // Subscribe implements conncache.Pool.
