@@ -62,20 +62,12 @@ func (t *Table) AppendPeers(ih InfoHash, dst []Peer) []Peer {
 }
 
 func (t *Table) appendSet(set *peerSet, f family, dst []Peer, now uint16) []Peer {
-	c := set.cnt.Load() // counts first, then the array, as pick reads them
-	v := set.vec.Load()
-	if v == nil {
-		return dst
-	}
-	capacity := len(v.e) / int(f)
-	ns, nl := unpack(c)
-	ns = min(ns, capacity)
-	nl = min(nl, capacity-ns)
+	e, capacity, ns, nl := set.regions(f)
 	for i := range ns {
-		dst = appendSlot(t, f, v.e, i, true, now, dst)
+		dst = appendSlot(t, f, e, i, true, now, dst)
 	}
 	for i := capacity - nl; i < capacity; i++ {
-		dst = appendSlot(t, f, v.e, i, false, now, dst)
+		dst = appendSlot(t, f, e, i, false, now, dst)
 	}
 	return dst
 }

@@ -194,6 +194,23 @@ func (t *Table) hashKey(k *peerKey) uint64 {
 	return mix(mix(k.hi^t.k0, k.lo^t.k1)^k.tail, t.k2)
 }
 
+// regions is how a reader sees s without its lock: the slot array, its
+// capacity in slots, and the seeders at its start and leechers at its end,
+// counted by the counts word loaded first and clamped to the array loaded
+// after it (see the package comment). e is nil for a set never filled.
+func (s *peerSet) regions(f family) (e []atomic.Uint64, capacity, ns, nl int) {
+	c := s.cnt.Load()
+	v := s.vec.Load()
+	if v == nil {
+		return nil, 0, 0, 0
+	}
+	capacity = len(v.e) / int(f)
+	ns, nl = unpack(c)
+	ns = min(ns, capacity)
+	nl = min(nl, capacity-ns)
+	return v.e, capacity, ns, nl
+}
+
 func (s *peerSet) size() int {
 	ns, nl := unpack(s.cnt.Load())
 	return ns + nl

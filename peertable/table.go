@@ -534,17 +534,12 @@ func (t *Table) Stats() Stats {
 // leechers when seeder is set. See the package comment for what a pick
 // that races with writers may return.
 func (t *Table) pick(set *peerSet, f family, dst []byte, want int, k *peerKey, seeder bool) []byte {
-	c := set.cnt.Load() // counts first, then the array (see the package comment)
-	v := set.vec.Load()
-	if v == nil {
+	e, capacity, ns, nl := set.regions(f)
+	if e == nil {
 		return dst
 	}
-	capacity := len(v.e) / int(f)
-	ns, nl := unpack(c)
-	ns = min(ns, capacity)
-	nl = min(nl, capacity-ns)
-	seeders := v.e[:ns*int(f)]
-	leechers := v.e[(capacity-nl)*int(f):]
+	seeders := e[:ns*int(f)]
+	leechers := e[(capacity-nl)*int(f):]
 
 	// One random word gives both starting points (multiply-shift maps 32
 	// random bits onto [0, n) without division).
