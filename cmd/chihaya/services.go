@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chihaya/chihaya/admin"
@@ -244,18 +245,11 @@ func (s *services) run(ctx context.Context, errc chan<- error) (wait func()) {
 	if s.rules != nil {
 		fns = append(fns, s.rules.Run)
 	}
-	done := make(chan struct{}, len(fns))
+	var wg sync.WaitGroup
 	for _, f := range fns {
-		go func() {
-			errc <- f(ctx)
-			done <- struct{}{}
-		}()
+		wg.Go(func() { errc <- f(ctx) })
 	}
-	return func() {
-		for range fns {
-			<-done
-		}
-	}
+	return wg.Wait
 }
 
 // sources adds what the services report to the admin listener's.
