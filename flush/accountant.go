@@ -231,6 +231,7 @@ func (a *Accountant) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.st
+	st.Failing = a.fails.failing()
 	st.PendingKeys = keys + a.inflightKeys
 	if a.inflight != nil {
 		oldest = a.oldest

@@ -99,6 +99,7 @@ func (f *Flusher) Stats() Stats {
 	st := f.st
 	if f.fails.failing() {
 		st.Backlog = time.Since(f.fails.since)
+		st.Failing = true
 	}
 	return st
 }

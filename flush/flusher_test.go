@@ -219,6 +219,9 @@ func TestFlusherCreditsCompletedOnce(t *testing.T) {
 	if err := f.Flush(ctx); err == nil {
 		t.Fatal("Flush with a failing store succeeded")
 	}
+	if !f.Stats().Failing {
+		t.Error("Stats().Failing is false while flushes fail")
+	}
 	// The next attempt commits but its reply is lost: the retry must
 	// apply nothing.
 	s.setFail(func(string) (bool, error) { return true, errInjected })
@@ -228,6 +231,9 @@ func TestFlusherCreditsCompletedOnce(t *testing.T) {
 	s.setFail(nil)
 	if err := f.Flush(ctx); err != nil { // the retry of batch 2
 		t.Fatal(err)
+	}
+	if f.Stats().Failing {
+		t.Error("Stats().Failing is true after a flush succeeded")
 	}
 	if err := f.Flush(ctx); err != nil { // batch 3: what collected meanwhile
 		t.Fatal(err)

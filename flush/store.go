@@ -169,6 +169,9 @@ type Stats struct {
 	// everything is.
 	Backlog     time.Duration
 	LastSuccess time.Time // zero before the first success
+	// Failing reports that the latest attempt failed: data is waiting on
+	// the store, not merely on the next interval.
+	Failing bool
 }
 
 // drivers holds the registered drivers.

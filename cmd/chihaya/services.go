@@ -296,10 +296,9 @@ func (s *services) sources(src *admin.Sources) {
 	src.Health = []admin.Check{cache, storage}
 }
 
-// flushHealth reports a flusher that has data waiting because writes
-// fail, not one that merely has a flush due.
+// flushHealth reports a flusher whose writes are failing.
 func flushHealth(st flush.Stats) error {
-	if st.Backlog > 0 && st.Errors > 0 && time.Since(st.LastSuccess) > 2*st.Backlog/3 {
+	if st.Failing {
 		return fmt.Errorf("flushes failing: oldest unwritten data %v old, %d errors so far", st.Backlog.Round(time.Second), st.Errors)
 	}
 	return nil
