@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,15 +85,9 @@ func newFullScrape(t *peertable.Table, cfg *Config) *fullScrape {
 	}
 }
 
-// Header values of full scrape replies; net/http only reads them.
-var (
-	gzipEncoding       = []string{"gzip"}
-	varyAcceptEncoding = []string{"Accept-Encoding"}
-)
-
 // serveFull answers a full scrape from client on w and returns nil, or
 // returns a refusal in x.out for the caller to write.
-func (s *Server) serveFull(x *exchange, w http.ResponseWriter, r *http.Request, client netip.Addr) []byte {
+func (s *Server) serveFull(x *exchange, w replyWriter, v *request, client netip.Addr) []byte {
 	f := s.full
 	now := s.now()
 	if wait := f.limit.allow(sourceKey(client), now); wait > 0 {
@@ -107,17 +99,13 @@ func (s *Server) serveFull(x *exchange, w http.ResponseWriter, r *http.Request, 
 		s.log.Error("full scrape failed", "proto", "http", "err", err)
 		return appendFailure(x.out[:0], "internal error", 0)
 	}
-	h := w.Header()
-	h["Content-Type"] = contentType
-	h["Vary"] = varyAcceptEncoding
-	if acceptsGzip(r.Header["Accept-Encoding"]) {
-		h["Content-Encoding"] = gzipEncoding
-		h["Content-Length"] = []string{strconv.Itoa(len(rep.gz))}
+	if acceptsGzip(v.acceptEncoding) {
+		w.startFull(len(rep.gz), true)
 		w.Write(rep.gz)
 		return nil
 	}
-	h["Content-Length"] = []string{strconv.Itoa(rep.size)}
-	if r.Method == http.MethodHead {
+	w.startFull(rep.size, false)
+	if v.method == methodHead {
 		return nil
 	}
 	// A write error is the client's doing (it went away, or WriteTimeout

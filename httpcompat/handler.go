@@ -2,7 +2,7 @@ package httpcompat
 
 import (
 	"bytes"
-	"net/http"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -43,49 +43,85 @@ func route(path string) endpoint {
 	return notFound
 }
 
-// Header values shared by every reply; net/http only reads them.
-var (
-	contentType  = []string{"text/plain"}
-	allowGetHead = []string{"GET, HEAD"}
-)
-
-// ServeHTTP answers GET (or HEAD) /announce and /scrape, with or without
-// a passkey segment before them. Refusals are bencoded failure reasons
-// with status 200, as clients expect; other paths get 404.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ep := route(r.URL.Path)
-	if ep == notFound {
-		s.stats.notFound.Add(1)
-		http.NotFound(w, r)
-		return
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		s.stats.notFound.Add(1)
-		w.Header()["Allow"] = allowGetHead
-		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	start := time.Now()
-	x := s.pool.Get().(*exchange)
-	out, a := s.handle(x, ep, w, r)
-	if out != nil {
-		x.out = out
-		w.Header()["Content-Type"] = contentType
-		w.Write(x.out)
-	}
-	s.stats.observe(a, time.Since(start))
-	s.putExchange(x)
+// A request is what the core needs of one HTTP request, whichever
+// adapter read it: ServeHTTP fills it from an *http.Request, the
+// connection loop (conn.go) from the bytes it parsed. Strings may alias
+// the connection's read buffer: the core reads them only while it
+// answers and keeps none of them.
+type request struct {
+	method   method
+	path     string // decoded, as http.Request.URL.Path
+	rawQuery string // undecoded, without the '?'
+	remote   netip.AddrPort
+	// realIP holds the values of Config.RealIPHeader, in order, one per
+	// header line; acceptEncoding those of Accept-Encoding.
+	realIP         []string
+	acceptEncoding []string
+	start          time.Time // when answering began, for Stats latency
 }
 
-// handle answers r, routed to ep, into x.out and returns it, or returns
+// method is a request's method as far as the core cares.
+type method uint8
+
+const (
+	methodOther method = iota
+	methodGet
+	methodHead
+)
+
+// A replyWriter sends the core's reply the way its adapter speaks HTTP.
+// Every reply has Content-Type text/plain; a 405 also has Allow: GET,
+// HEAD. The body of a reply to HEAD is dropped by the writer, so the core
+// writes the same bytes for HEAD as for GET.
+type replyWriter interface {
+	// reply sends a whole reply: status and body.
+	reply(status int, body []byte)
+	// startFull sends the head of a 200 full scrape reply (with Vary:
+	// Accept-Encoding) of length bytes, gzip-encoded if gz; Write then
+	// sends its body. An error from Write means the client is gone.
+	startFull(length int, gz bool)
+	io.Writer
+}
+
+// Bodies of the HTTP errors the core answers.
+var (
+	notFoundBody   = []byte("404 page not found\n")
+	notAllowedBody = []byte("405 method not allowed\n")
+)
+
+// serve answers v on w: route, method, client address, rate limit, then
+// announce, scrape or full scrape. It counts the request in s.stats and
+// times it from v.start until its reply is handed to w. x is the caller's
+// scratch; serve leaves x.out pointing at the reply's buffer.
+func (s *Server) serve(x *exchange, v *request, w replyWriter) {
+	ep := route(v.path)
+	if ep == notFound {
+		s.stats.notFound.Add(1)
+		w.reply(404, notFoundBody)
+		return
+	}
+	if v.method == methodOther {
+		s.stats.notFound.Add(1)
+		w.reply(405, notAllowedBody)
+		return
+	}
+	out, a := s.handle(x, ep, v, w)
+	if out != nil {
+		x.out = out
+		w.reply(200, out)
+	}
+	s.stats.observe(a, time.Since(v.start))
+}
+
+// handle answers v, routed to ep, into x.out and returns it, or returns
 // nil when it has written the reply to w itself (a full scrape), along
-// with the action it took r for. It counts the request in s.stats.
-func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http.Request) ([]byte, action) {
+// with the action it took v for. It counts the request in s.stats.
+func (s *Server) handle(x *exchange, ep endpoint, v *request, w replyWriter) ([]byte, action) {
 	a := actionAnnounce
 	if ep == scrapeEndpoint {
 		a = actionScrape
 	}
-	client, err := s.clientAddr(r)
+	client, err := s.clientAddr(v)
 	if err != nil {
 		out := appendFailure(x.out[:0], err.Error(), 0)
 		s.stats.count(a, out)
@@ -94,17 +130,17 @@ func (s *Server) handle(x *exchange, ep endpoint, w http.ResponseWriter, r *http
 	var out []byte
 	switch {
 	case ep == scrapeEndpoint:
-		if out = s.scrape(x, r.URL.RawQuery); out == nil {
+		if out = s.scrape(x, v.rawQuery); out == nil {
 			a = actionFullScrape
-			out = s.serveFull(x, w, r, client)
+			out = s.serveFull(x, w, v, client)
 		}
 	default:
 		if ok, wait := s.allow(client); !ok {
 			out = s.refuseRate(x.out[:0], wait)
 			break
 		}
-		n := copy(x.path[:], r.URL.Path) // route checked the length
-		out = s.announce(x, client, x.path[:n], r.URL.RawQuery)
+		n := copy(x.path[:], v.path) // route checked the length
+		out = s.announce(x, client, x.path[:n], v.rawQuery)
 	}
 	s.stats.count(a, out)
 	return out, a
@@ -358,21 +394,20 @@ func (s *Server) appendError(dst []byte, err error) []byte {
 // address that does not parse.
 var errForwarded = &QueryError{"", "invalid forwarded client address"}
 
-// errRemoteAddr should not happen: net/http gives the peer's address.
+// errRemoteAddr should not happen: both adapters give the peer's address.
 var errRemoteAddr = &QueryError{"", "internal error"}
 
 // clientAddr returns the client's address, unmapped: the connection's
 // peer, or what a trusted proxy says in the real-IP header.
-func (s *Server) clientAddr(r *http.Request) (netip.Addr, error) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
+func (s *Server) clientAddr(v *request) (netip.Addr, error) {
+	if !v.remote.IsValid() {
 		return netip.Addr{}, errRemoteAddr
 	}
-	a := ap.Addr().Unmap()
+	a := v.remote.Addr().Unmap()
 	if !s.trusted(a) {
 		return a, nil
 	}
-	vals := r.Header[s.realIPHeader]
+	vals := v.realIP
 	if len(vals) == 0 {
 		return a, nil // the proxy itself is the client
 	}

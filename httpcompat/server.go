@@ -415,6 +415,7 @@ type exchange struct {
 	hashes []peertable.InfoHash
 	out    []byte // the reply
 	path   [maxPathLen]byte
+	hw     httpWriter // ServeHTTP's replyWriter
 }
 
 const (
