@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 	"sync"
@@ -23,24 +24,12 @@ type identity struct {
 	peer               [20]byte
 }
 
-// baseline is what an identity last reported. It holds no pointers.
+// baseline is what an identity last reported, as step works on it; an
+// idSlot keeps it flat.
 type baseline struct {
 	up, down uint64
 	seen     uint32 // coarse clock, Unix seconds (fits until 2106)
 	snatched bool   // a snatch was counted for this identity
-}
-
-// entry is all an Accountant keeps for one identity: its baseline, if it
-// has one, and its credit not yet frozen into a batch, so that Account
-// touches one map entry. An entry without a baseline lives only until its
-// credit is frozen. It holds no pointers.
-type entry struct {
-	base        baseline
-	up, down    uint64 // credit not yet frozen
-	completedAt int64  // Unix seconds of the last snatch not yet frozen
-	snatches    uint32 // snatches not yet frozen
-	hasBase     bool   // base is the identity's baseline
-	dirty       bool   // the credit is not zero and the identity is in its shard's dirty list
 }
 
 type utKey struct{ user, torrent uint32 }
@@ -97,17 +86,36 @@ func satAdd(a, b uint64) uint64 {
 // expire take more, shorter locks.
 const acctShards = 64
 
-// freezeChunk is how many identities freeze handles per lock, so that an
-// announce waits for a few tens of microseconds at most.
-const freezeChunk = 512
+// walkChunk is how many slots freeze, expire and Stats look at per lock,
+// so that an announce waits for a few tens of microseconds at most.
+const walkChunk = 1024
 
 type acctShard struct {
 	mu    sync.Mutex // guards the fields below
-	ids   map[identity]entry
-	dirty []identity // identities with credit, each once, in order of first credit
-	spare []identity // the dirty list freeze emptied last, for reuse
-	since int64      // coarse time of the oldest credit in dirty; 0 if none
+	ids   idTable
+	since int64 // coarse time of the oldest credit not yet frozen; 0 if none
 	_     [64]byte
+}
+
+// walk calls f for every live slot of the shard, walkChunk slots per lock.
+// f may remove the slot it is given. A rehash between two chunks moves
+// slots, so a slot may then be seen twice or not at all: f must be
+// idempotent, and what it misses must be able to wait for the next walk.
+func (sh *acctShard) walk(f func(s *idSlot, pos int)) {
+	for start := 0; ; start += walkChunk {
+		sh.mu.Lock()
+		slots := sh.ids.slots
+		if start >= len(slots) {
+			sh.mu.Unlock()
+			return
+		}
+		for i := start; i < min(start+walkChunk, len(slots)); i++ {
+			if slots[i].state == slotLive {
+				f(&slots[i], i)
+			}
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // An Accountant turns private-mode announces into per-user and
@@ -115,12 +123,13 @@ type acctShard struct {
 // each exactly once. It implements tracker.Accountant.
 //
 // Account is safe for concurrent use and never blocks on I/O: it takes one
-// of 64 shard locks for one identity's map entry. Run owns the flushing;
+// of 64 shard locks for one identity's slot. Run owns the flushing;
 // Stats and Process may be called at any time.
 type Accountant struct {
 	store   Store
 	cfg     Config
 	process ProcessID
+	seed    maphash.Seed // of every shard's idTable
 	now     atomic.Int64 // coarse clock, Unix seconds, advanced by Run
 	shards  [acctShards]acctShard
 
@@ -146,11 +155,8 @@ func NewAccountant(store Store, cfg Config) (*Accountant, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Accountant{store: store, cfg: cfg, process: NewProcessID()}
+	a := &Accountant{store: store, cfg: cfg, process: NewProcessID(), seed: maphash.MakeSeed()}
 	a.now.Store(time.Now().Unix())
-	for i := range a.shards {
-		a.shards[i].ids = make(map[identity]entry)
-	}
 	return a, nil
 }
 
@@ -168,42 +174,50 @@ func (a *Accountant) Account(g tracker.Grant, req *tracker.AnnounceRequest) {
 	id := identity{torrent: g.Torrent, user: g.User, key: req.Key, peer: req.PeerID}
 	r := report{up: req.Uploaded, down: req.Downloaded, left: req.Left, event: req.Event}
 	now := a.now.Load()
+	h := hashID(a.seed, &id)
 	sh := &a.shards[shardOf(g.User, g.Torrent)]
 
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e, ok := sh.ids[id]
+	i, found := sh.ids.find(&id, h)
 	var prev baseline
-	if e.hasBase {
-		prev = e.base
+	hasBase := false
+	if found {
+		prev, hasBase = sh.ids.slots[i].baseline(), sh.ids.slots[i].hasBase
 	}
-	next, keep, up, down, snatch := step(prev, e.hasBase, r)
-	if up != 0 || down != 0 || snatch {
-		e.up = satAdd(e.up, up)
-		e.down = satAdd(e.down, down)
-		if snatch {
-			e.snatches++
-			e.completedAt = now
+	next, keep, up, down, snatch := step(prev, hasBase, r)
+	credited := up != 0 || down != 0 || snatch
+	if !found {
+		if !keep && !credited {
+			return
 		}
-		if !e.dirty {
-			e.dirty = true
-			sh.dirty = append(sh.dirty, id)
-			if sh.since == 0 {
-				sh.since = now
-			}
+		if sh.ids.needsRehash() {
+			sh.ids.rebuild(sizeFor(sh.ids.live+1), a.seed)
+			i, _ = sh.ids.find(&id, h)
+		}
+		sh.ids.insertAt(i, &id)
+	}
+	s := &sh.ids.slots[i]
+	if credited {
+		s.creditUp = satAdd(s.creditUp, up)
+		s.creditDown = satAdd(s.creditDown, down)
+		if snatch {
+			s.snatches++
+			s.completedAt = uint32(now)
+		}
+		if sh.since == 0 {
+			sh.since = now
 		}
 	}
 	switch {
 	case keep:
 		next.seen = uint32(now)
-		e.base, e.hasBase = next, true
-		sh.ids[id] = e
-	case e.dirty:
+		s.setBaseline(next)
+	case s.credited():
 		// Stopped, with credit to freeze: keep the credit only.
-		e.base, e.hasBase = baseline{}, false
-		sh.ids[id] = e
-	case ok:
-		delete(sh.ids, id)
+		s.clearBaseline()
+	default:
+		sh.ids.remove(i)
 	}
 }
 
@@ -216,11 +230,13 @@ func (a *Accountant) Stats() Stats {
 	var pairs []uint64
 	for i := range a.shards {
 		sh := &a.shards[i]
-		sh.mu.Lock()
 		pairs = pairs[:0]
-		for _, id := range sh.dirty {
-			pairs = append(pairs, uint64(id.user)<<32|uint64(id.torrent))
-		}
+		sh.walk(func(s *idSlot, _ int) {
+			if s.credited() {
+				pairs = append(pairs, uint64(s.id.user)<<32|uint64(s.id.torrent))
+			}
+		})
+		sh.mu.Lock()
 		if sh.since != 0 && (oldest == 0 || sh.since < oldest) {
 			oldest = sh.since
 		}
@@ -300,16 +316,18 @@ func (a *Accountant) expire() {
 	cutoff := a.now.Load() - int64(a.cfg.PeerLifetime/time.Second)
 	for i := range a.shards {
 		sh := &a.shards[i]
-		sh.mu.Lock()
-		for id, e := range sh.ids {
+		sh.walk(func(s *idSlot, pos int) {
 			switch {
-			case !e.hasBase || int64(e.base.seen) >= cutoff:
-			case e.dirty:
-				e.base, e.hasBase = baseline{}, false
-				sh.ids[id] = e
+			case !s.hasBase || int64(s.seen) >= cutoff:
+			case s.credited():
+				s.clearBaseline()
 			default:
-				delete(sh.ids, id)
+				sh.ids.remove(pos)
 			}
+		})
+		sh.mu.Lock()
+		if t := &sh.ids; len(t.slots) > minSlots && (t.live*8 < len(t.slots) || t.dead*4 > len(t.slots)) {
+			t.rebuild(sizeFor(t.live), a.seed)
 		}
 		sh.mu.Unlock()
 	}
@@ -367,15 +385,15 @@ func (a *Accountant) Flush(ctx context.Context) error {
 	return nil
 }
 
-// freeze moves the credit of every identity in the shards' dirty lists
-// into a new batch with the next sequence number, summed per (user,
-// torrent) and per user, and makes it the batch in flight. It returns nil,
-// and uses no number, if there is none.
+// freeze moves the credit of every identity into a new batch with the
+// next sequence number, summed per (user, torrent) and per user, and makes
+// it the batch in flight. It returns nil, and uses no number, if there is
+// none.
 //
-// It takes each shard's list at once, then the credit of its identities
-// freezeChunk at a time. Credit that an identity on the taken list gains
-// meanwhile joins this batch, credit of any other identity goes to the
-// shard's new list: each delta is in exactly one batch.
+// It walks each shard's table a chunk at a time while announces go on.
+// Taking an identity's credit zeroes it, so credit gained before its slot
+// is reached joins this batch and credit gained after goes to the next:
+// each delta is in exactly one batch.
 func (a *Accountant) freeze() *AccountingBatch {
 	var torrents []UserTorrentDelta
 	oldest := int64(0)
@@ -383,25 +401,40 @@ func (a *Accountant) freeze() *AccountingBatch {
 	for i := range a.shards {
 		sh := &a.shards[i]
 		sh.mu.Lock()
-		ids := sh.dirty
-		sh.dirty, sh.spare = sh.spare, nil
-		if len(ids) > 0 && (oldest == 0 || sh.since < oldest) {
-			oldest = sh.since
+		if sh.since == 0 {
+			sh.mu.Unlock()
+			continue // no credit since the last walk
+		}
+		since, moves := sh.since, sh.ids.moves
+		if oldest == 0 || since < oldest {
+			oldest = since
 		}
 		sh.since = 0
 		sh.mu.Unlock()
-		if len(ids) == 0 {
-			continue
-		}
-		for c := range slices.Chunk(ids, freezeChunk) {
-			sh.mu.Lock()
-			for _, id := range c {
-				sh.takeLocked(id, sums)
+		sh.walk(func(s *idSlot, pos int) {
+			if !s.credited() {
+				return
 			}
-			sh.mu.Unlock()
-		}
+			k := utKey{user: s.id.user, torrent: s.id.torrent}
+			d := sums[k]
+			d.up = satAdd(d.up, s.creditUp)
+			d.down = satAdd(d.down, s.creditDown)
+			if s.snatches > 0 {
+				d.snatches += s.snatches
+				d.completedAt = max(d.completedAt, int64(s.completedAt))
+			}
+			sums[k] = d
+			s.creditUp, s.creditDown, s.snatches, s.completedAt = 0, 0, 0, 0
+			if !s.hasBase {
+				sh.ids.remove(pos)
+			}
+		})
 		sh.mu.Lock()
-		sh.spare = ids[:0]
+		if sh.ids.moves != moves && (sh.since == 0 || since < sh.since) {
+			// Slots moved under the walk, which may have missed some
+			// credit: the next freeze must look again.
+			sh.since = since
+		}
 		sh.mu.Unlock()
 		// A (user, torrent) pair's identities are all in one shard.
 		for k, d := range sums {
@@ -439,27 +472,6 @@ func (a *Accountant) freeze() *AccountingBatch {
 	a.oldest = oldest
 	a.mu.Unlock()
 	return b
-}
-
-// takeLocked adds id's credit to sums and clears it, forgetting id if it
-// has no baseline. id must be on a dirty list freeze has taken.
-func (sh *acctShard) takeLocked(id identity, sums map[utKey]utDelta) {
-	e := sh.ids[id] // a dirty entry is never deleted before this
-	k := utKey{user: id.user, torrent: id.torrent}
-	d := sums[k]
-	d.up = satAdd(d.up, e.up)
-	d.down = satAdd(d.down, e.down)
-	if e.snatches > 0 {
-		d.snatches += e.snatches
-		d.completedAt = max(d.completedAt, e.completedAt)
-	}
-	sums[k] = d
-	if !e.hasBase {
-		delete(sh.ids, id)
-		return
-	}
-	e.up, e.down, e.completedAt, e.snatches, e.dirty = 0, 0, 0, 0, false
-	sh.ids[id] = e
 }
 
 func cmpU32(x, y uint32) int {

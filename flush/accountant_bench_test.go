@@ -45,10 +45,12 @@ func BenchmarkAccountMany(b *testing.B) {
 	}
 	var g tracker.Grant
 	req := &tracker.AnnounceRequest{Left: 1, Event: started}
+	heap0 := heapInUse()
 	for i := range uint64(n) {
 		benchIdentity(i, &g, req)
 		a.Account(g, req)
 	}
+	perIdentity := float64(heapInUse()-heap0) / n
 	procs := uint64(runtime.GOMAXPROCS(0))
 	var next atomic.Uint64
 	b.ReportAllocs()
@@ -68,7 +70,16 @@ func BenchmarkAccountMany(b *testing.B) {
 	// Wall time on a shared machine includes waiting for a core; the
 	// process's CPU time per announce is what throughput per CPU second,
 	// the README's measure, depends on.
+	b.ReportMetric(perIdentity, "heap-B/identity")
 	if cpu1, ok1 := processCPU(); ok && ok1 {
 		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
 	}
+}
+
+// heapInUse returns the bytes of live heap after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }

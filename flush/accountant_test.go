@@ -473,8 +473,8 @@ func TestBaselineExpiry(t *testing.T) {
 		}
 		n := 0
 		for i := range a.shards {
-			for _, e := range a.shards[i].ids {
-				if e.hasBase {
+			for _, s := range a.shards[i].ids.slots {
+				if s.state == slotLive && s.hasBase {
 					n++
 				}
 			}
@@ -503,7 +503,7 @@ func TestCreditOutlivesBaseline(t *testing.T) {
 	}
 	a.now.Add(120)
 	a.expire()
-	if got := len(a.shards[shardOf(1, 1)].ids); got != 2 {
+	if got := a.shards[shardOf(1, 1)].ids.live; got != 2 {
 		t.Errorf("%d entries after expiry, want 2 (the identities with credit)", got)
 	}
 	a.Account(g, announce{peer: 1, up: 50, left: 1}.request()) // no baseline: no credit
@@ -517,7 +517,7 @@ func TestCreditOutlivesBaseline(t *testing.T) {
 	}
 	a.now.Add(120)
 	a.expire()
-	if got := len(a.shards[shardOf(1, 1)].ids); got != 0 {
+	if got := a.shards[shardOf(1, 1)].ids.live; got != 0 {
 		t.Errorf("%d entries after the batch and expiry, want 0", got)
 	}
 	if err := a.Flush(context.Background()); err != nil {
@@ -536,7 +536,7 @@ func TestAccountConcurrentFreeze(t *testing.T) {
 	a := newTestAccountant(t, s, Config{})
 	const (
 		workers = 4
-		peers   = 3 * freezeChunk
+		peers   = 3 * walkChunk
 		rounds  = 10
 	)
 	stop := make(chan struct{})
