@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/textproto"
 	"sync"
@@ -204,10 +203,12 @@ type Server struct {
 	cfg   Config
 	t     *tracker.Tracker
 	log   *slog.Logger
-	srv   *http.Server
 	lns   []net.Listener
 	addrs []netip.AddrPort
 	pool  sync.Pool // of *exchange
+	// bufPool holds read buffers of Config.MaxHeaderBytes, for heads
+	// that outgrow a connection's own small buffer.
+	bufPool sync.Pool // of *readBuf
 
 	// policy is swapped whole by SetPolicy and loaded once per request.
 	policy atomic.Pointer[policy]
@@ -221,6 +222,16 @@ type Server struct {
 
 	limitMu sync.Mutex                        // guards the buckets of every limiter limit has held
 	limit   atomic.Pointer[ratelimit.Limiter] // nil when announces are not limited
+
+	// testHookAnswer, when set by a test, runs before the connection
+	// loop answers each request.
+	testHookAnswer func(*request)
+
+	connWG   sync.WaitGroup // the connections' goroutines
+	stopping atomic.Bool    // Serve's shutdown or Close has begun: accept no more
+	done     chan struct{}  // closed by Close
+	mu       sync.Mutex     // guards conns
+	conns    map[*conn]struct{}
 
 	served atomic.Bool
 	closed atomic.Bool
@@ -318,6 +329,8 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 		maxPeers:     t.Config().MaxNumWant,
 		now:          time.Now,
 		stats:        new(counters),
+		done:         make(chan struct{}),
+		conns:        make(map[*conn]struct{}),
 	}
 	s.policy.Store(newPolicy(Policy{AllowIPParam: cfg.AllowIPParam, NoExternalIP: cfg.NoExternalIP, MaxScrape: cfg.MaxScrape}))
 	if cfg.FullScrape {
@@ -328,17 +341,7 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 	}
 	s.forwardedFor = s.realIPHeader == "X-Forwarded-For"
 	s.pool.New = func() any { return s.newExchange() }
-	s.srv = &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		// What net/http logs is about the server (accept errors, a
-		// handler panic), never a client's bad input.
-		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-	}
+	s.bufPool.New = func() any { return &readBuf{make([]byte, s.cfg.MaxHeaderBytes)} }
 	return s, nil
 }
 
@@ -346,45 +349,61 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 func (s *Server) Addrs() []netip.AddrPort { return s.addrs }
 
 // Serve answers requests until ctx is done, then stops gracefully: it
-// stops accepting, lets in-flight requests finish for up to
-// Config.ShutdownTimeout, closes every connection and returns once all of
-// its goroutines are done. It returns nil after ctx is done or Close, or
-// the first listener's error otherwise. A Server serves once.
+// stops accepting, closes idle connections at once, lets in-flight
+// requests finish (their replies say Connection: close) for up to
+// Config.ShutdownTimeout, closes every connection left and returns once
+// all of its goroutines are done. It returns nil after ctx is done or
+// Close, or the first listener's error otherwise. A Server serves once.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.served.Swap(true) {
 		return errors.New("httpcompat: Serve called twice")
 	}
 	errc := make(chan error, len(s.lns))
-	var wg sync.WaitGroup
+	var accepts sync.WaitGroup
 	for _, ln := range s.lns {
-		wg.Go(func() { errc <- s.srv.Serve(ln) })
+		accepts.Go(func() { errc <- s.acceptLoop(ln) })
 	}
 	var first error
 	select {
 	case <-ctx.Done():
+	case <-s.done:
 	case first = <-errc:
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	err := s.srv.Shutdown(sctx)
-	cancel()
-	if err != nil {
+	s.stopping.Store(true)
+	s.closeListeners()
+	s.closeConns(false)
+	if !s.drain(s.cfg.ShutdownTimeout) {
 		s.log.Warn("closing connections that outlived the shutdown timeout", "proto", "http", "timeout", s.cfg.ShutdownTimeout)
-		s.srv.Close()
+		s.closeConns(true)
 	}
-	wg.Wait()
+	accepts.Wait()
+	s.connWG.Wait()
 	close(errc)
 	for err := range errc {
 		if first == nil {
 			first = err
 		}
 	}
-	if errors.Is(first, http.ErrServerClosed) {
-		first = nil
-	}
 	if first != nil {
 		return fmt.Errorf("httpcompat: %w", first)
 	}
 	return nil
+}
+
+// drain waits up to d for the open connections to close themselves and
+// reports whether they did.
+func (s *Server) drain(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for wait := time.Millisecond; s.openConns() > 0; wait = min(2*wait, 50*time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-time.After(wait):
+		case <-s.done: // Close closed them all: they end at once
+		}
+	}
+	return true
 }
 
 // Close closes the listeners and every connection at once. Serve, if it
@@ -393,11 +412,11 @@ func (s *Server) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	// The http.Server first, so that a running Serve sees a closed
-	// server rather than a listener closed under it.
-	err := s.srv.Close()
+	s.stopping.Store(true)
+	close(s.done)
 	s.closeListeners()
-	return err
+	s.closeConns(true)
+	return nil
 }
 
 func (s *Server) closeListeners() {
@@ -414,6 +433,7 @@ type exchange struct {
 	peers  []byte // compact peers from the tracker
 	hashes []peertable.InfoHash
 	out    []byte // the reply
+	wire   []byte // the connection loop's pending output: heads and replies
 	path   [maxPathLen]byte
 	hw     httpWriter // ServeHTTP's replyWriter
 }
@@ -441,6 +461,10 @@ func (s *Server) putExchange(x *exchange) {
 	if cap(x.out) > maxOutLen {
 		x.out = make([]byte, 0, outLen)
 	}
+	if cap(x.wire) > 2*maxOutLen {
+		x.wire = nil
+	}
+	x.wire = x.wire[:0]
 	x.req.URLData = nil
 	s.pool.Put(x)
 }
@@ -489,8 +513,8 @@ func (c *limitConn) Close() error {
 	return err
 }
 
-// CloseWrite lets net/http half-close a connection after an error reply,
-// so that the client reads the reply rather than a reset.
+// CloseWrite lets the connection loop half-close a connection after its
+// last reply, so that the client reads the reply rather than a reset.
 func (c *limitConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
