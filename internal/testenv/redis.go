@@ -127,21 +127,36 @@ type redisProc struct {
 // startRedisProc runs redis-server on 127.0.0.1:port with its files in dir
 // and extra arguments, and waits until it answers PING.
 func startRedisProc(dir string, port int, extra []string) (*redisProc, error) {
-	p := &redisProc{
-		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		log:    filepath.Join(dir, "redis-"+strconv.Itoa(port)+".log"),
-		exited: make(chan struct{}),
-	}
-	args := []string{
+	args := append(baseArgs(dir, port, "redis"), "--save", "", "--appendonly", "no")
+	return startRedisProcArgs(dir, port, append(args, extra...))
+}
+
+// baseArgs returns the arguments every redis-server of ours gets: loopback
+// only, in the foreground, logging to dir/NAME-PORT.log.
+func baseArgs(dir string, port int, name string) []string {
+	return []string{
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(port),
-		"--save", "",
-		"--appendonly", "no",
 		"--dir", dir,
-		"--logfile", p.log,
+		"--logfile", filepath.Join(dir, name+"-"+strconv.Itoa(port)+".log"),
 		"--daemonize", "no",
 	}
-	p.cmd = exec.Command("redis-server", append(args, extra...)...)
+}
+
+// startRedisProcArgs runs redis-server with args, which must include
+// baseArgs for port (its log is found there), and waits until it answers
+// PING.
+func startRedisProcArgs(dir string, port int, args []string) (*redisProc, error) {
+	p := &redisProc{
+		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		exited: make(chan struct{}),
+	}
+	for i := range len(args) - 1 {
+		if args[i] == "--logfile" {
+			p.log = args[i+1]
+		}
+	}
+	p.cmd = exec.Command("redis-server", args...)
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run redis-server: %w", err)
 	}
