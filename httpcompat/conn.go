@@ -222,12 +222,13 @@ func (c *conn) answer() bool {
 	if c.x == nil {
 		c.x = c.s.pool.Get().(*exchange)
 	}
-	c.closing = h.close || c.s.stopping.Load()
+	c.closing = h.close // and replyHead adds a shutdown begun meanwhile
 	if hook := c.s.testHookAnswer; hook != nil {
 		hook(&h.request)
 	}
+	c.lastStart = start // the write deadline counts from it
 	c.s.serve(c.x, &h.request, c)
-	c.served, c.lastStart = true, start
+	c.served = true
 	if c.closing {
 		c.closeGracefully()
 		return false
@@ -363,7 +364,11 @@ func (c *conn) Write(p []byte) (int, error) {
 	return n, c.werr
 }
 
+// replyHead returns what the reply's head says besides status and
+// length. A shutdown that began while the request was answered closes the
+// connection after it.
 func (c *conn) replyHead() replyHead {
+	c.closing = c.closing || c.s.stopping.Load()
 	return replyHead{http11: c.head.http11, close: c.closing, keepAlive: c.head.keepAlive && !c.closing}
 }
 
