@@ -269,11 +269,11 @@ func FuzzHTTPServe(f *testing.F) {
 		}
 		u, err := url.ParseRequestURI(target)
 		if err != nil || !strings.HasPrefix(target, "/") {
-			return // net/http answers 400 before any handler runs
+			return // the server (Serve's parser, or net/http before ServeHTTP) answers 400
 		}
 		ap, err := netip.ParseAddrPort(remote)
 		if err != nil || !ap.Addr().IsValid() || ap.Addr().Zone() != "" {
-			return // net/http always gives a socket's address
+			return // both servers always give a socket's address
 		}
 		r := &http.Request{Method: "GET", URL: u, RequestURI: target, RemoteAddr: ap.String(), Header: http.Header{}}
 		if forwarded != "" {

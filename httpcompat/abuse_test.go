@@ -202,8 +202,8 @@ func TestConnFloodBounded(t *testing.T) {
 		}
 	}
 	// Serve and its accept loop, one goroutine per served connection,
-	// the sampler, and slack for net/http's per-request background
-	// reader and a goroutine of an earlier test still ending.
+	// the sampler, and slack for goroutines of an earlier test still
+	// ending.
 	limit := int64(before + 2 + maxConns + 1 + 2)
 	t.Logf("goroutines: %d before the server, peak %d, limit %d", before, peak.Load(), limit)
 	if p := peak.Load(); p > limit {

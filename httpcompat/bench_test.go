@@ -1,14 +1,11 @@
 package httpcompat
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -130,52 +127,6 @@ func BenchmarkServeHTTP(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s.ServeHTTP(w, r)
-	}
-}
-
-// BenchmarkLoopback is one announce over a kept-alive loopback connection:
-// net/http's own per-request work included. The client reads raw bytes,
-// so the allocations counted are nearly all the server's.
-func BenchmarkLoopback(b *testing.B) {
-	ts := startServerTB(b)
-	ih := hashOf("bench")
-	for port := 1; port <= 5; port++ {
-		if _, err := ts.tr.Announce(&tracker.AnnounceRequest{InfoHash: ih, Addr: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(port)), Left: 1}, nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-	c, err := net.Dial("tcp", ts.s.Addrs()[0].String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	req := []byte("GET /announce?" + benchQuery(ih, "") + " HTTP/1.1\r\nHost: tracker\r\nUser-Agent: qBittorrent/4.6.5\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\r\n")
-	br := bufio.NewReaderSize(c, 4096)
-	body := make([]byte, 4096)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		n := -1
-		for {
-			line, err := br.ReadSlice('\n')
-			if err != nil {
-				b.Fatal(err)
-			}
-			if len(line) <= 2 {
-				break
-			}
-			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
-				n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
-			}
-		}
-		if n < 0 || n > len(body) {
-			b.Fatalf("reply without a small Content-Length (%d)", n)
-		}
-		if _, err := io.ReadFull(br, body[:n]); err != nil {
-			b.Fatal(err)
-		}
 	}
 }
 

@@ -84,7 +84,7 @@ type conn struct {
 	big   *readBuf // nil unless a head outgrew small
 
 	head      requestHead
-	headStart time.Time // when the pending head's first byte was seen; zero when none is pending
+	headStart time.Time // when the pending head's first bytes were read; zero when none is pending
 	lastStart time.Time // when the last request began
 	served    bool      // a request has been answered
 
@@ -122,7 +122,7 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		c := &conn{s: s, nc: nc, headStart: time.Now()}
+		c := &conn{s: s, nc: nc}
 		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 			c.remote = ta.AddrPort()
 		}
@@ -177,7 +177,9 @@ func (c *conn) serve() {
 		c.end()
 	}()
 	c.b = c.small[:]
-	c.setReadDeadline(c.headStart.Add(min(c.s.cfg.ReadHeaderTimeout, c.s.cfg.ReadTimeout)), 0)
+	// The first request must arrive whole within ReadHeaderTimeout of
+	// the accept; readMore leaves this deadline alone.
+	c.setReadDeadline(time.Now().Add(min(c.s.cfg.ReadHeaderTimeout, c.s.cfg.ReadTimeout)), 0)
 	for {
 		// Answer every complete request in the buffer.
 		for c.r < c.w {
@@ -301,10 +303,12 @@ func (c *conn) readMore() bool {
 		c.w = copy(c.big.b, c.b[:c.w])
 		c.b = c.big.b
 	}
-	if c.headStart.IsZero() {
+	if c.headStart.IsZero() { // a pipelined head, cut off at the end of a read
 		c.headStart = time.Now()
 	}
-	c.setReadDeadline(c.headStart.Add(min(c.s.cfg.ReadHeaderTimeout, c.s.cfg.ReadTimeout)), 0)
+	if c.served {
+		c.setReadDeadline(c.headStart.Add(min(c.s.cfg.ReadHeaderTimeout, c.s.cfg.ReadTimeout)), 0)
+	}
 	n, _ := c.nc.Read(c.b[c.w:])
 	if n == 0 {
 		return false

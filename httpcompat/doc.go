@@ -29,6 +29,8 @@
 // a few nanoseconds per announce. Slow clients and connection floods are
 // bounded by Config.ReadHeaderTimeout and Config.MaxConns: beyond
 // MaxConns, connections wait in the kernel's accept queue, not in ours.
+// An idle connection holds 1 KiB of buffer; larger buffers are borrowed
+// from pools only while a request is read or answered.
 //
 // Families never mix: the client's address, never a v4-mapped one, picks
 // the peers it is given — IPv4 clients get "peers", IPv6 clients get
@@ -37,14 +39,28 @@
 // configured trusted proxy, what the proxy's header says; the ip, ipv4 and
 // ipv6 parameters are ignored unless Config.AllowIPParam is set.
 //
-// The hot path is lean: the query is scanned in place (ParseAnnounce,
-// ParseScrape) into fixed arrays, and replies are built with an
-// append-style bencoder (AppendInt, AppendString, …) in buffers borrowed
-// from a per-Server pool, so an announce allocates nothing of its own in
-// steady state; what net/http allocates per request remains.
+// Serve speaks HTTP/1.1 itself (conn.go, request.go, response.go), not
+// through net/http, whose own work was most of an announce's cost: one
+// goroutine per connection parses each request head in place, answers
+// it and writes the replies of a pipelined burst with one write. It
+// serves HTTP/1.0 and HTTP/1.1 with keep-alive and pipelining, GET and
+// HEAD; a request body is read and dropped up to 64 KiB, and anything it
+// does not serve — a chunked or larger body, HTTP/2, a malformed head,
+// or one longer than Config.MaxHeaderBytes — gets an HTTP error and the
+// connection is closed. TLS is left to a reverse proxy. ServeHTTP is the
+// same core as an http.Handler, for mounting in a net/http server.
+//
+// The hot path is lean: the request head and the query are scanned in
+// place (ParseAnnounce, ParseScrape) into fixed arrays, and replies are
+// built with an append-style bencoder (AppendInt, AppendString, …) in
+// buffers borrowed from a per-Server pool, so a kept-alive announce
+// allocates nothing in steady state, HTTP included.
 //
 // A Server is safe for concurrent use; Serve owns every goroutine it
-// starts (net/http's, one per connection) and returns only after they are
-// done. Nothing a caller passes in is kept after a call returns. The full
-// scrape's two locks (its build and its per-client limit) never nest.
+// starts (an accept loop per listener, one per connection) and returns
+// only after they are done. A panic while answering a request is logged
+// with its stack and closes that connection only. Nothing a caller passes
+// in is kept after a call returns. The full scrape's two locks (its build
+// and its per-client limit) never nest; the connection set's lock nests
+// in neither.
 package httpcompat

@@ -24,24 +24,37 @@ type Config struct {
 	// IPv4 clients never arrive as mapped addresses: list both families to
 	// serve both. Port 0 picks a free port. Empty means those two.
 	Addrs []string
-	// ReadHeaderTimeout bounds reading a request's line and headers, so a
-	// client that trickles them holds only its own connection. Zero means
-	// 5 seconds.
+	// ReadHeaderTimeout bounds reading a request's line and headers: a
+	// new connection's first request must arrive whole within it of the
+	// accept, and a later one within it of its first byte, so that a
+	// client that trickles them holds only its own connection. The
+	// connection is then closed without a reply. Zero means 5 seconds.
 	ReadHeaderTimeout time.Duration
-	// ReadTimeout bounds reading a whole request. Zero means 10 seconds.
+	// ReadTimeout bounds reading a whole request, its (dropped) body
+	// included, from the request's first byte. Zero means 10 seconds.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds writing a reply. Zero means 10 seconds.
+	// WriteTimeout bounds writing the reply to a request, counted from
+	// the request's start; a reply not written by then (a client that
+	// does not read) closes the connection. Zero means 10 seconds.
 	WriteTimeout time.Duration
 	// IdleTimeout is how long a kept-alive connection may wait for its
-	// next request. Zero means 60 seconds.
+	// next request, counted from the previous request's start. Zero
+	// means 60 seconds.
+	//
+	// To spare a timer change per request, the idle and write deadlines
+	// are moved only when the one in effect is off by more than an
+	// eighth of its timeout (at most a second), so a wait may end up to
+	// that much early, never late.
 	IdleTimeout time.Duration
-	// ShutdownTimeout bounds the graceful part of stopping: in-flight
-	// requests get this long to finish before connections are closed.
-	// Zero means 5 seconds.
+	// ShutdownTimeout bounds the graceful part of stopping: idle
+	// connections are closed at once, and requests in flight get this
+	// long to finish (their replies say Connection: close) before the
+	// remaining connections are closed. Zero means 5 seconds.
 	ShutdownTimeout time.Duration
-	// MaxHeaderBytes bounds the request line and headers together. It
-	// must leave room for MaxScrape info hashes (about 70 bytes each when
-	// fully percent-encoded). Zero means 8 KiB.
+	// MaxHeaderBytes bounds the request line and headers together, line
+	// ends included; a longer head is answered 431 and the connection
+	// closed. It must leave room for MaxScrape info hashes (about 70
+	// bytes each when fully percent-encoded). Zero means 8 KiB.
 	MaxHeaderBytes int
 	// MaxConns bounds the open connections over all addresses; beyond it,
 	// new connections wait in the kernel's accept queue. Zero means 16384.
@@ -197,8 +210,8 @@ func setDefault[T comparable](v *T, def T) {
 }
 
 // Server answers HTTP announces and scrapes on its listeners from one
-// tracker.Tracker. It is an http.Handler, so it can also be mounted
-// elsewhere (tests do).
+// tracker.Tracker, with its own HTTP/1.1 server (see Serve). It is also
+// an http.Handler, so it can be mounted in a net/http server (tests do).
 type Server struct {
 	cfg   Config
 	t     *tracker.Tracker
@@ -315,7 +328,7 @@ func Listen(cfg Config, t *tracker.Tracker) (*Server, error) {
 }
 
 // newServer builds a Server without listeners; tests and benchmarks use
-// it as an http.Handler.
+// it as an http.Handler or call its core directly.
 func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err

@@ -36,8 +36,9 @@ type Results struct {
 	OK       uint64
 	Failures uint64
 	// Latency holds how long each of those requests took, from the
-	// moment the handler began until the reply was written (a full
-	// scrape: until its last byte was handed to net/http).
+	// moment its first bytes were read until its reply was handed to the
+	// connection's output buffer (or, through ServeHTTP, from the call
+	// until the reply was written to the http.ResponseWriter).
 	Latency latency.Snapshot
 }
 
