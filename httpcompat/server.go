@@ -411,10 +411,7 @@ func (s *Server) drain(d time.Duration) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		select {
-		case <-time.After(wait):
-		case <-s.done: // Close closed them all: they end at once
-		}
+		time.Sleep(wait)
 	}
 	return true
 }
