@@ -8,7 +8,7 @@ import (
 	"github.com/chihaya/chihaya/peertable"
 )
 
-// The query scanner reads r.URL.RawQuery in one pass, without building a
+// The query scanner reads a raw query string in one pass, without building a
 // map: it splits at '&', splits each item at its first '=', and
 // percent-decodes names and values straight into fixed arrays or numbers.
 // Decoding follows URL form encoding, as net/url.QueryUnescape does: %XX is

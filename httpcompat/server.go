@@ -435,7 +435,7 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// exchange is the per-request state a handler borrows from the pool, so
+// exchange is the per-request state the core borrows from the pool, so
 // that a request in steady state allocates nothing of ours.
 type exchange struct {
 	query  AnnounceQuery
