@@ -98,7 +98,10 @@ func refAnnounce(query string) (q httpcompat.AnnounceQuery, ips [3]netip.Addr, o
 	}
 	if v, ok := first(params, "numwant"); ok {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil && !errors.Is(err, strconv.ErrRange) {
+		// ParseInt reports a range error as soon as the digits overflow,
+		// before it has seen the rest: "99999999999999999999A" is out of
+		// range to it, not malformed. Only well-formed numbers saturate.
+		if err != nil && (!errors.Is(err, strconv.ErrRange) || !signedDecimal(v)) {
 			return q, ips, false
 		}
 		q.NumWant = int(max(-1, min(n, math.MaxInt32)))
@@ -115,6 +118,14 @@ func refAnnounce(query string) (q httpcompat.AnnounceQuery, ips [3]netip.Addr, o
 		}
 	}
 	return q, ips, true
+}
+
+// signedDecimal reports whether v is decimal digits with an optional sign.
+func signedDecimal(v string) bool {
+	if v != "" && (v[0] == '+' || v[0] == '-') {
+		v = v[1:]
+	}
+	return v != "" && strings.Trim(v, "0123456789") == ""
 }
 
 // refKey reads a key as AnnounceQuery.Key documents.
