@@ -209,7 +209,7 @@ func (c *Config) check() error {
 		return fmt.Errorf("key udp.workers: must not be negative (0 means one per CPU)")
 	}
 	if c.UDP.Batch < 0 || c.UDP.Batch > 1024 {
-		return fmt.Errorf("key udp.batch: %d out of range (0 means 32, at most 1024)", c.UDP.Batch)
+		return fmt.Errorf("key udp.batch: %d out of range (0 means 16, at most 1024)", c.UDP.Batch)
 	}
 	if c.UDP.MaxPacket != 0 && (c.UDP.MaxPacket < 576 || c.UDP.MaxPacket > 65507) {
 		return fmt.Errorf("key udp.max_packet: %d out of range (576 to 65507; 0 means 1500)", c.UDP.MaxPacket)
