@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/tracker"
 )
 
@@ -54,7 +55,7 @@ func BenchmarkAccountMany(b *testing.B) {
 	procs := uint64(runtime.GOMAXPROCS(0))
 	var next atomic.Uint64
 	b.ReportAllocs()
-	cpu0, ok := processCPU()
+	cpu := testenv.StartCPU()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		own := (next.Add(1) - 1) % procs
@@ -67,13 +68,8 @@ func BenchmarkAccountMany(b *testing.B) {
 			a.Account(g, req)
 		}
 	})
-	// Wall time on a shared machine includes waiting for a core; the
-	// process's CPU time per announce is what throughput per CPU second,
-	// the README's measure, depends on.
 	b.ReportMetric(perIdentity, "heap-B/identity")
-	if cpu1, ok1 := processCPU(); ok && ok1 {
-		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
-	}
+	cpu.Report(b)
 }
 
 // heapInUse returns the bytes of live heap after a collection.

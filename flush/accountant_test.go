@@ -653,7 +653,7 @@ func TestAccountantLogsFailingOnce(t *testing.T) {
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	lines := logs.lines()
+	lines := logs.Lines()
 	if len(lines) != 2 ||
 		!strings.Contains(lines[0], "level=ERROR") || !strings.Contains(lines[0], "accounting flush failing") ||
 		!strings.Contains(lines[1], "level=INFO") || !strings.Contains(lines[1], "accounting flush recovered") ||

@@ -383,7 +383,7 @@ func TestFlusherRunBacksOff(t *testing.T) {
 		if st := f.Stats(); st.Errors != uint64(failed) {
 			t.Errorf("Stats().Errors = %d, want %d", st.Errors, failed)
 		}
-		lines := logs.lines()
+		lines := logs.Lines()
 		if len(lines) != 2 ||
 			!strings.Contains(lines[0], "level=ERROR") || !strings.Contains(lines[0], "swarm flush failing") || !strings.Contains(lines[0], "injected failure") ||
 			!strings.Contains(lines[1], "level=INFO") || !strings.Contains(lines[1], "swarm flush recovered") ||

@@ -1,12 +1,11 @@
 package flush
 
 import (
-	"bytes"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/chihaya/chihaya/internal/testenv"
 )
 
 func TestNextBackoff(t *testing.T) {
@@ -32,26 +31,8 @@ func TestNextBackoff(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer for a slog handler shared by goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.b.String()), "\n")
-}
-
-func testLogger() (*slog.Logger, *lockedBuffer) {
-	var buf lockedBuffer
+func testLogger() (*slog.Logger, *testenv.LogBuffer) {
+	var buf testenv.LogBuffer
 	h := slog.NewTextHandler(&buf, &slog.HandlerOptions{
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey && len(groups) == 0 {

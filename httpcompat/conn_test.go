@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/peertable"
 )
 
@@ -378,28 +379,10 @@ func TestConnGracefulShutdown(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination for tests, safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // A panic while answering closes that connection, is logged with its
 // stack, and leaves the server serving.
 func TestConnPanicRecovered(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	s, _ := serveRaw(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, func(s *Server) {
 		s.testHookAnswer = func(r *request) {
 			if strings.HasPrefix(r.path, "/boom/") {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/tracker"
 )
 
@@ -110,7 +111,7 @@ func loopbackSwarm(tb testing.TB) (*rawClient, []byte) {
 func BenchmarkLoopbackAnnounce(b *testing.B) {
 	rc, req := loopbackSwarm(b)
 	b.ReportAllocs()
-	cpu0, ok := processCPU()
+	cpu := testenv.StartCPU()
 	for b.Loop() {
 		if _, err := rc.c.Write(req); err != nil {
 			b.Fatal(err)
@@ -119,9 +120,7 @@ func BenchmarkLoopbackAnnounce(b *testing.B) {
 			b.Fatalf("reply: status %d, %v", status, err)
 		}
 	}
-	if cpu1, ok1 := processCPU(); ok && ok1 {
-		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
-	}
+	cpu.Report(b)
 }
 
 // TestLoopbackDoesNotAllocate proves the whole serving path, HTTP

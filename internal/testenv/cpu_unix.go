@@ -1,6 +1,6 @@
 //go:build unix
 
-package httpcompat
+package testenv
 
 import (
 	"syscall"

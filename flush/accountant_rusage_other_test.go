@@ -1,8 +1,0 @@
-//go:build !unix
-
-package flush
-
-import "time"
-
-// processCPU reports that the process's CPU time is unknown here.
-func processCPU() (time.Duration, bool) { return 0, false }
