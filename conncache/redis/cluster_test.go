@@ -60,17 +60,30 @@ func TestClusterConformance(t *testing.T) {
 	})
 }
 
-// TestClusterFailover runs two instances on a Redis Cluster, with swarms
-// spread over every master, then stops a master: announces are answered
-// throughout, and once a replica has taken over, mirroring resumes.
+// TestClusterFailover runs the failover scenario on a Redis Cluster, with
+// swarms spread over every master, and stops one of the masters.
 func TestClusterFailover(t *testing.T) {
 	rc := startCluster(t)
 	cfg := testConfig(t, rc.Addrs(), true)
 	cfg.SyncInterval = 100 * time.Millisecond
-	a, b := startInstance(t, "A", cfg), startInstance(t, "B", cfg)
+	testFailover(t, cfg, 32, func() {
+		masters := rc.Masters()
+		if len(masters) != 3 {
+			t.Fatalf("Masters() = %v, want 3", masters)
+		}
+		rc.StopNode(masters[0])
+	}, func() { rc.WaitHealthy(t) })
+}
 
-	// Enough swarms that every master holds some.
-	ihs := make([]peertable.InfoHash, 32)
+// testFailover runs two instances on cfg's Redis with swarms of their
+// peers, calls stop, which must stop a master, announces while Redis
+// fails over, and calls recovered, which must wait until a replica has
+// taken over. Announces must be answered throughout, and after the
+// failover mirroring must resume in both directions.
+func testFailover(t *testing.T, cfg conncache.Config, swarms int, stop, recovered func()) {
+	t.Helper()
+	a, b := startInstance(t, "A", cfg), startInstance(t, "B", cfg)
+	ihs := make([]peertable.InfoHash, swarms)
 	for i := range ihs {
 		ihs[i] = randomHash()
 	}
@@ -96,15 +109,11 @@ func TestClusterFailover(t *testing.T) {
 	announceAll(ua, 7001)
 	eventually(t, within, "B sees A's peers in every swarm", seesAll(b, 7001))
 
-	masters := rc.Masters()
-	if len(masters) != 3 {
-		t.Fatalf("Masters() = %v, want 3", masters)
-	}
-	rc.StopNode(masters[0])
-	// Answered while the cluster fails over.
+	stop()
+	// Answered while Redis fails over.
 	announceAll(ua, 7002)
 	announceAll(ub, 7003)
-	rc.WaitHealthy(t)
+	recovered()
 
 	eventually(t, 20*time.Second, "B sees A's peers announced during the failover", seesAll(b, 7002))
 	eventually(t, 20*time.Second, "A sees B's peers announced during the failover", seesAll(a, 7003))
