@@ -675,12 +675,9 @@ func (r *Rules) readUsers(ctx context.Context, q querier, sql string, args []int
 		if err := rows.Scan(&id, &u.Passkey, &u.Enabled, &u.CanDownload); err != nil {
 			return err
 		}
-		if id < 0 || id > 1<<32-1 {
-			each(u, fmt.Errorf("rules: user id %d out of range", id))
-			return nil
-		}
-		u.ID = uint32(id)
-		each(u, nil)
+		var err error
+		u.ID, err = rowID("user", id)
+		each(u, err)
 		return nil
 	})
 }
@@ -693,14 +690,19 @@ func (r *Rules) readTorrents(ctx context.Context, q querier, sql string, args []
 		if err := rows.Scan(&id, &t.InfoHash, &t.InfoHashV2, &t.Allowed); err != nil {
 			return err
 		}
-		if id < 0 || id > 1<<32-1 {
-			each(t, fmt.Errorf("rules: torrent id %d out of range", id))
-			return nil
-		}
-		t.ID = uint32(id)
-		each(t, nil)
+		var err error
+		t.ID, err = rowID("torrent", id)
+		each(t, err)
 		return nil
 	})
+}
+
+// rowID checks a row's id against the 32 bits the tracker keeps of it.
+func rowID(kind string, id int64) (uint32, error) {
+	if id < 0 || id > 1<<32-1 {
+		return 0, fmt.Errorf("rules: %s id %d out of range", kind, id)
+	}
+	return uint32(id), nil
 }
 
 func (r *Rules) readClients(ctx context.Context, q querier) ([][]byte, error) {
