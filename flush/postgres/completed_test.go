@@ -3,7 +3,6 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -156,65 +155,11 @@ func TestCompletedOutage(t *testing.T) {
 			want[peertable.InfoHash{ih}]++
 		}
 	}
-	retry := func(what string) {
-		t.Helper()
-		proxy.Restore()
-		for i := 0; ; i++ {
-			err := f.Flush(ctx)
-			if err == nil {
-				return
-			}
-			if i == 20 {
-				t.Fatalf("%s: Flush still failing after Restore: %v", what, err)
-			}
-		}
-	}
-
 	bump(2)
 	if err := f.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-
-	// Cut before COMMIT: rolled back, retried unchanged.
-	bump(3)
-	s.beforeCommit = func(string) { proxy.Cut() }
-	if err := f.Flush(ctx); err == nil {
-		t.Fatal("Flush with the connection cut before COMMIT succeeded")
-	}
-	s.beforeCommit = nil
-	bump(4) // collects for the next batch meanwhile
-	retry("cut before commit")
-	retry("next batch")
-
-	// COMMIT applied, reply lost: the retry must add nothing.
-	bump(5)
-	s.afterCommit = func(op string, err error) error {
-		proxy.Cut()
-		if err == nil {
-			err = errors.New("COMMIT reply lost")
-		}
-		return err
-	}
-	if err := f.Flush(ctx); err == nil {
-		t.Fatal("Flush with a lost COMMIT reply succeeded")
-	}
-	s.afterCommit = nil
-	retry("lost commit reply")
-	retry("lost commit reply, next batch")
-
-	// Cut at arbitrary points of a slow batch.
-	for i := range 5 {
-		bump(i + 1)
-		proxy.SetDelay(time.Duration(i+1) * time.Millisecond)
-		done := make(chan error)
-		go func() { done <- f.Flush(ctx) }()
-		time.Sleep(time.Duration(i*3) * time.Millisecond)
-		proxy.Cut()
-		<-done // either outcome must be safe
-		proxy.SetDelay(0)
-		retry("cut mid-batch")
-		retry("cut mid-batch, next batch")
-	}
+	cutEverywhere(t, s, proxy, f.Flush, func(step int) { bump(step + 2) })
 
 	if got := completedRows(t, connect(t, dsn)); !equal(got, want) {
 		t.Errorf("chihaya_torrent_completed = %v, want %v", got, want)

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"math"
 	"net/netip"
 	"net/url"
 	"sync"
@@ -238,7 +239,6 @@ func TestAccountingOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	var want int64
 	var up uint64
 	g := tracker.Grant{User: 5, Torrent: 6}
@@ -248,60 +248,7 @@ func TestAccountingOutage(t *testing.T) {
 		want += int64(n)
 		a.Account(g, request(1, 1, false, up, 0, 1, peertable.EventNone))
 	}
-	retry := func(what string) {
-		t.Helper()
-		proxy.Restore()
-		for i := 0; ; i++ {
-			err := a.Flush(ctx)
-			if err == nil {
-				return
-			}
-			if i == 20 {
-				t.Fatalf("%s: Flush still failing after Restore: %v", what, err)
-			}
-		}
-	}
-
-	// Cut before COMMIT: the transaction is rolled back.
-	bump(10)
-	s.beforeCommit = func(string) { proxy.Cut() }
-	if err := a.Flush(ctx); err == nil {
-		t.Fatal("Flush with the connection cut before COMMIT succeeded")
-	}
-	s.beforeCommit = nil
-	bump(100) // collects for the next batch meanwhile
-	retry("cut before commit")
-	retry("next batch")
-
-	// COMMIT reaches the server but its reply is lost: the retry must
-	// find the ledger row and apply nothing.
-	bump(1000)
-	s.afterCommit = func(op string, err error) error {
-		proxy.Cut()
-		if err == nil {
-			err = errors.New("COMMIT reply lost")
-		}
-		return err
-	}
-	if err := a.Flush(ctx); err == nil {
-		t.Fatal("Flush with a lost COMMIT reply succeeded")
-	}
-	s.afterCommit = nil
-	retry("lost commit reply")
-
-	// Cut at arbitrary points of a slow batch.
-	for i := range 5 {
-		bump(uint64(10000 * (i + 1)))
-		proxy.SetDelay(time.Duration(i+1) * time.Millisecond)
-		done := make(chan error)
-		go func() { done <- a.Flush(ctx) }()
-		time.Sleep(time.Duration(i*3) * time.Millisecond)
-		proxy.Cut()
-		<-done // either outcome must be safe
-		proxy.SetDelay(0)
-		retry("cut mid-batch")
-		retry("cut mid-batch, next batch")
-	}
+	cutEverywhere(t, s, proxy, a.Flush, func(step int) { bump(uint64(math.Pow10(step))) })
 
 	ut, users, _ := readAccounting(t, connect(t, dsn))
 	if got := ut[[2]int64{5, 6}].up; got != want {
@@ -312,6 +259,74 @@ func TestAccountingOutage(t *testing.T) {
 	}
 	if st := a.Stats(); st.PendingKeys != 0 || st.Errors == 0 {
 		t.Errorf("Stats() = %+v, want errors counted and nothing pending", st)
+	}
+}
+
+// cutEverywhere cuts the connection to PostgreSQL (proxy, under s) at
+// each point of a batch that flush applies: before COMMIT, after COMMIT
+// with its reply lost, and at five arbitrary moments of a slow batch.
+// Before each cut bump(step) records new data, step 1 to 8 (2 while the
+// first failed batch waits), so that amounts can differ per step. After
+// each cut it restores the connection and flushes until a batch goes
+// through, twice: the failed batch, then what came meanwhile. The caller
+// checks that the totals hold every bump exactly once.
+func cutEverywhere(t *testing.T, s *store, proxy *testenv.Proxy, flush func(context.Context) error, bump func(step int)) {
+	t.Helper()
+	ctx := context.Background()
+	retry := func(what string) {
+		t.Helper()
+		proxy.Restore()
+		for i := 0; ; i++ {
+			err := flush(ctx)
+			if err == nil {
+				return
+			}
+			if i == 20 {
+				t.Fatalf("%s: Flush still failing after Restore: %v", what, err)
+			}
+		}
+	}
+
+	// Cut before COMMIT: the transaction is rolled back.
+	bump(1)
+	s.beforeCommit = func(string) { proxy.Cut() }
+	if err := flush(ctx); err == nil {
+		t.Fatal("Flush with the connection cut before COMMIT succeeded")
+	}
+	s.beforeCommit = nil
+	bump(2) // collects for the next batch meanwhile
+	retry("cut before commit")
+	retry("next batch")
+
+	// COMMIT reaches the server but its reply is lost: the retry must
+	// find the ledger row and apply nothing.
+	bump(3)
+	s.afterCommit = func(op string, err error) error {
+		proxy.Cut()
+		if err == nil {
+			err = errors.New("COMMIT reply lost")
+		}
+		return err
+	}
+	if err := flush(ctx); err == nil {
+		t.Fatal("Flush with a lost COMMIT reply succeeded")
+	}
+	s.afterCommit = nil
+	retry("lost commit reply")
+	retry("lost commit reply, next batch")
+
+	// Cut at arbitrary points of a slow batch.
+	for i := range 5 {
+		bump(4 + i)
+		proxy.SetDelay(time.Duration(i+1) * time.Millisecond)
+		done := make(chan error)
+		go func() { done <- flush(ctx) }()
+		time.Sleep(time.Duration(i*3) * time.Millisecond)
+		proxy.Cut()
+		<-done // either outcome must be safe
+		proxy.SetDelay(0)
+		retry("cut mid-batch")
+		retry("cut mid-batch, next batch")
 	}
 }
 
