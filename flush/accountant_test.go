@@ -318,9 +318,7 @@ func TestAccountantRetriesSameBatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
 		a := newTestAccountant(t, s, Config{Interval: 5 * time.Second, MaxBackoff: 20 * time.Second})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- a.Run(ctx) }()
+		cancel, wait := background(a.Run)
 
 		g := tracker.Grant{User: 1, Torrent: 2}
 		a.Account(g, announce{peer: 1, up: 10, left: 1, event: started}.request())
@@ -366,7 +364,7 @@ func TestAccountantRetriesSameBatch(t *testing.T) {
 			t.Errorf("Stats() = %+v, want 5 errors, 2 flushes, nothing pending", st)
 		}
 		cancel()
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Errorf("Run = %v, want nil", err)
 		}
 	})
@@ -378,9 +376,7 @@ func TestAccountantBackoffIsCapped(t *testing.T) {
 		a := newTestAccountant(t, s, Config{Interval: time.Second, MaxBackoff: 8 * time.Second})
 		s.setFail(func(string) (bool, error) { return false, errInjected })
 		a.Account(tracker.Grant{User: 1, Torrent: 1}, announce{up: 1, event: started}.request())
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- a.Run(ctx) }()
+		cancel, wait := background(a.Run)
 		time.Sleep(10 * time.Minute)
 		synctest.Wait()
 		// With waits of at least MaxBackoff/2 once capped, at most about
@@ -390,7 +386,7 @@ func TestAccountantBackoffIsCapped(t *testing.T) {
 			t.Errorf("%d attempts in 10 minutes, want between %d and %d", n, 600/8, 600/4+5)
 		}
 		cancel()
-		if err := <-done; err == nil {
+		if err := wait(); err == nil {
 			t.Error("Run = nil after a failing final flush, want an error")
 		}
 	})
@@ -400,13 +396,11 @@ func TestAccountantFinalFlush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
 		a := newTestAccountant(t, s, Config{Interval: time.Minute})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- a.Run(ctx) }()
+		cancel, wait := background(a.Run)
 		a.Account(tracker.Grant{User: 4, Torrent: 4}, announce{up: 9, event: started}.request())
 		time.Sleep(time.Second)
 		cancel()
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Fatalf("Run = %v, want nil", err)
 		}
 		_, users := s.totals()
@@ -427,9 +421,7 @@ func TestAccountantFinalFlushRetriesThenNext(t *testing.T) {
 			}
 			return true, nil
 		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- a.Run(ctx) }()
+		cancel, wait := background(a.Run)
 		g := tracker.Grant{User: 4, Torrent: 4}
 		a.Account(g, announce{up: 9, event: started}.request())
 		time.Sleep(2 * time.Second) // seq 1 frozen and failing
@@ -439,7 +431,7 @@ func TestAccountantFinalFlushRetriesThenNext(t *testing.T) {
 		s.mu.Lock()
 		fail = false
 		s.mu.Unlock()
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Fatalf("Run = %v, want nil", err)
 		}
 		_, users := s.totals()
@@ -453,9 +445,7 @@ func TestBaselineExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
 		a := newTestAccountant(t, s, Config{Interval: time.Second, PeerLifetime: time.Minute})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- a.Run(ctx) }()
+		cancel, wait := background(a.Run)
 		g := tracker.Grant{User: 1, Torrent: 1}
 		a.Account(g, announce{up: 0, left: 1, event: started}.request())
 		a.Account(g, announce{up: 10, left: 1}.request())
@@ -464,7 +454,7 @@ func TestBaselineExpiry(t *testing.T) {
 		a.Account(g, announce{up: 60, left: 1}.request())
 		time.Sleep(5 * time.Second)
 		cancel()
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Fatal(err)
 		}
 		_, users := s.totals()

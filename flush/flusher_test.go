@@ -13,13 +13,22 @@ import (
 	"github.com/chihaya/chihaya/peertable"
 )
 
-func newTable(t *testing.T) *peertable.Table {
+func newTable(t *testing.T, cfg peertable.Config) *peertable.Table {
 	t.Helper()
-	tb, err := peertable.New(peertable.Config{})
+	tb, err := peertable.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tb
+}
+
+func newTestFlusher(t *testing.T, s Store, tb *peertable.Table, cfg Config) *Flusher {
+	t.Helper()
+	f, err := NewFlusher(s, tb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 func announceTo(tb *peertable.Table, ih byte, port uint16, seeder bool, ev peertable.Event) {
@@ -34,11 +43,8 @@ func announceTo(tb *peertable.Table, ih byte, port uint16, seeder bool, ev peert
 
 func TestFlusherWritesChangesOnly(t *testing.T) {
 	s := newMemStore()
-	tb := newTable(t)
-	f, err := NewFlusher(s, tb, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tb := newTable(t, peertable.Config{})
+	f := newTestFlusher(t, s, tb, Config{})
 	ctx := context.Background()
 	announceTo(tb, 1, 1, true, started)
 	announceTo(tb, 2, 1, false, started)
@@ -89,15 +95,9 @@ func TestFlusherWritesChangesOnly(t *testing.T) {
 func TestFlusherDeletesGoneSwarms(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		tb, err := peertable.New(peertable.Config{PeerLifetime: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
+		tb := newTable(t, peertable.Config{PeerLifetime: time.Minute})
 		tb.Tick(time.Now())
-		f, err := NewFlusher(s, tb, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := newTestFlusher(t, s, tb, Config{})
 		announceTo(tb, 1, 1, false, started)
 		announceTo(tb, 2, 1, false, started)
 		f.Flush(context.Background())
@@ -122,11 +122,8 @@ func TestFlusherDeletesGoneSwarms(t *testing.T) {
 
 func TestFlusherRetriesAndResyncs(t *testing.T) {
 	s := newMemStore()
-	tb := newTable(t)
-	f, err := NewFlusher(s, tb, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tb := newTable(t, peertable.Config{})
+	f := newTestFlusher(t, s, tb, Config{})
 	ctx := context.Background()
 	announceTo(tb, 1, 1, false, started)
 	s.setFail(func(string) (bool, error) { return false, errInjected })
@@ -158,15 +155,10 @@ func TestFlusherRetriesAndResyncs(t *testing.T) {
 func TestFlusherRunRemovesProcessAtShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		tb := newTable(t)
-		f, err := NewFlusher(s, tb, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		tb := newTable(t, peertable.Config{})
+		f := newTestFlusher(t, s, tb, Config{})
 		announceTo(tb, 1, 1, false, started)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- f.Run(ctx) }()
+		cancel, wait := background(f.Run)
 		time.Sleep(12 * time.Second)
 		synctest.Wait()
 		if got := len(s.swarmLog); got != 3 {
@@ -176,7 +168,7 @@ func TestFlusherRunRemovesProcessAtShutdown(t *testing.T) {
 			t.Errorf("store holds %v, want 1 swarm", got)
 		}
 		cancel()
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Fatal(err)
 		}
 		if got := s.swarmsOf(f.Process()); len(got) != 0 {
@@ -194,13 +186,10 @@ func complete(tb *peertable.Table, ih byte, port uint16) {
 
 func TestFlusherCreditsCompletedOnce(t *testing.T) {
 	s := newMemStore()
-	tb := newTable(t)
+	tb := newTable(t, peertable.Config{})
 	ctx := context.Background()
 	complete(tb, 1, 1) // before NewFlusher: restored, already credited
-	f, err := NewFlusher(s, tb, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newTestFlusher(t, s, tb, Config{})
 	complete(tb, 1, 2)
 	complete(tb, 2, 1)
 	if err := f.Flush(ctx); err != nil {
@@ -285,15 +274,9 @@ func TestFlusherCreditsCompletedOnce(t *testing.T) {
 func TestFlusherCompletedSwarmGoneAndBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		tb, err := peertable.New(peertable.Config{PeerLifetime: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
+		tb := newTable(t, peertable.Config{PeerLifetime: time.Minute})
 		tb.Tick(time.Now())
-		f, err := NewFlusher(s, tb, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := newTestFlusher(t, s, tb, Config{})
 		ctx := context.Background()
 		complete(tb, 1, 1)
 		complete(tb, 1, 2)
@@ -324,13 +307,10 @@ func TestFlusherCompletedSwarmGoneAndBack(t *testing.T) {
 func TestFlusherRunBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		tb := newTable(t)
+		tb := newTable(t, peertable.Config{})
 		logger, logs := testLogger()
 		cfg := Config{Interval: 5 * time.Second, MaxBackoff: 8 * time.Second, Logger: logger}
-		f, err := NewFlusher(s, tb, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := newTestFlusher(t, s, tb, cfg)
 		var attempts []time.Time
 		failUntil := time.Now().Add(time.Minute)
 		s.setFail(func(op string) (bool, error) {
@@ -344,13 +324,11 @@ func TestFlusherRunBacksOff(t *testing.T) {
 			return true, nil
 		})
 		complete(tb, 1, 1)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- f.Run(ctx) }()
+		cancel, wait := background(f.Run)
 		time.Sleep(90 * time.Second)
 		synctest.Wait()
 		cancel()
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Fatal(err)
 		}
 
@@ -402,14 +380,9 @@ func TestFlusherRunBacksOff(t *testing.T) {
 func TestFlusherShutdownCreditsCompleted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		tb := newTable(t)
-		f, err := NewFlusher(s, tb, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- f.Run(ctx) }()
+		tb := newTable(t, peertable.Config{})
+		f := newTestFlusher(t, s, tb, Config{})
+		cancel, wait := background(f.Run)
 		synctest.Wait()
 		complete(tb, 1, 1)
 		complete(tb, 2, 1)
@@ -423,7 +396,7 @@ func TestFlusherShutdownCreditsCompleted(t *testing.T) {
 			return true, nil
 		})
 		cancel()
-		if err := <-done; err != nil {
+		if err := wait(); err != nil {
 			t.Fatal(err)
 		}
 		want := map[peertable.InfoHash]uint64{{1}: 1, {2}: 1}
@@ -434,4 +407,13 @@ func TestFlusherShutdownCreditsCompleted(t *testing.T) {
 			t.Errorf("after shutdown the store holds %v, want no swarm rows", got)
 		}
 	})
+}
+
+// background runs run (a Flusher's or an Accountant's Run) until cancel
+// is called; wait returns what it returned.
+func background(run func(context.Context) error) (cancel func(), wait func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	return cancel, func() error { return <-done }
 }
