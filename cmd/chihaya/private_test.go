@@ -16,6 +16,8 @@ import (
 
 	"github.com/chihaya/chihaya/httpcompat/bencodetest"
 	"github.com/chihaya/chihaya/internal/testenv"
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/udp"
 )
 
 const (
@@ -83,29 +85,23 @@ func udpAnnounce(t *testing.T, addr string, ih [20]byte, urlData string) string 
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 1500)
-	connect := binary.BigEndian.AppendUint64(nil, 0x41727101980)
-	connect = binary.BigEndian.AppendUint32(connect, 0)
-	connect = binary.BigEndian.AppendUint32(connect, 1)
-	c.Write(connect)
+	c.Write(udp.AppendConnect(nil, udp.ConnectRequest{TxID: 1}))
 	n, err := c.Read(buf)
 	if err != nil || n < 16 {
 		t.Fatalf("connect reply: %d bytes, %v", n, err)
 	}
-	id := binary.BigEndian.Uint64(buf[8:16])
-	a := binary.BigEndian.AppendUint64(nil, id)
-	a = binary.BigEndian.AppendUint32(a, 1) // announce
-	a = binary.BigEndian.AppendUint32(a, 2) // transaction
-	a = append(a, ih[:]...)
-	a = append(a, "-TE0001-udp000000001"...)
-	a = append(a, make([]byte, 8*3)...)              // downloaded, left, uploaded
-	a = binary.BigEndian.AppendUint32(a, 2)          // started
-	a = binary.BigEndian.AppendUint32(a, 0)          // ip
-	a = binary.BigEndian.AppendUint32(a, 9)          // key
-	a = binary.BigEndian.AppendUint32(a, 0xffffffff) // numwant -1
-	a = binary.BigEndian.AppendUint16(a, 7999)
-	a = append(a, 2, byte(len(urlData)))
-	a = append(a, urlData...)
-	c.Write(a)
+	req := udp.AnnounceRequest{
+		ConnID:   binary.BigEndian.Uint64(buf[8:16]),
+		TxID:     2,
+		InfoHash: ih,
+		PeerID:   [20]byte([]byte("-TE0001-udp000000001")),
+		Event:    peertable.EventStarted,
+		Key:      9,
+		NumWant:  -1,
+		Port:     7999,
+		URLData:  []byte(urlData),
+	}
+	c.Write(udp.AppendAnnounce(nil, &req))
 	n, err = c.Read(buf)
 	if err != nil || n < 8 {
 		t.Fatalf("announce reply: %d bytes, %v", n, err)

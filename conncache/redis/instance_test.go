@@ -206,10 +206,7 @@ func randTx() uint32 {
 
 func (c *udpClient) connect() {
 	tx := randTx()
-	pkt := binary.BigEndian.AppendUint64(nil, 0x41727101980)
-	pkt = binary.BigEndian.AppendUint32(pkt, 0)
-	pkt = binary.BigEndian.AppendUint32(pkt, tx)
-	r, ok := c.roundTrip(pkt, tx)
+	r, ok := c.roundTrip(udp.AppendConnect(nil, udp.ConnectRequest{TxID: tx}), tx)
 	if !ok || len(r) < 16 || binary.BigEndian.Uint32(r) != 0 {
 		c.t.Fatalf("connect to %v: no valid reply (%x)", c.srv, r)
 	}
@@ -227,22 +224,9 @@ func (c *udpClient) announce(ih peertable.InfoHash, port uint16, left uint64, ev
 		c.connect()
 	}
 	tx := randTx()
-	pkt := binary.BigEndian.AppendUint64(nil, c.cid)
-	pkt = binary.BigEndian.AppendUint32(pkt, 1)
-	pkt = binary.BigEndian.AppendUint32(pkt, tx)
-	pkt = append(pkt, ih[:]...)
-	var id [20]byte
-	binary.BigEndian.PutUint16(id[:], port)
-	pkt = append(pkt, id[:]...)
-	pkt = binary.BigEndian.AppendUint64(pkt, 0)
-	pkt = binary.BigEndian.AppendUint64(pkt, left)
-	pkt = binary.BigEndian.AppendUint64(pkt, 0)
-	pkt = binary.BigEndian.AppendUint32(pkt, uint32(event))
-	pkt = binary.BigEndian.AppendUint32(pkt, 0)    // ip
-	pkt = binary.BigEndian.AppendUint32(pkt, 0)    // key
-	pkt = binary.BigEndian.AppendUint32(pkt, 200)  // num_want
-	pkt = binary.BigEndian.AppendUint16(pkt, port) // port
-	r, ok := c.roundTrip(pkt, tx)
+	req := udp.AnnounceRequest{ConnID: c.cid, TxID: tx, InfoHash: ih, Left: left, Event: event, NumWant: 200, Port: port}
+	binary.BigEndian.PutUint16(req.PeerID[:], port)
+	r, ok := c.roundTrip(udp.AppendAnnounce(nil, &req), tx)
 	if !ok {
 		return udpReply{}, false
 	}
@@ -266,11 +250,7 @@ func (c *udpClient) scrape(ih peertable.InfoHash) (seeders, completed, leechers 
 		c.connect()
 	}
 	tx := randTx()
-	pkt := binary.BigEndian.AppendUint64(nil, c.cid)
-	pkt = binary.BigEndian.AppendUint32(pkt, 2)
-	pkt = binary.BigEndian.AppendUint32(pkt, tx)
-	pkt = append(pkt, ih[:]...)
-	r, ok := c.roundTrip(pkt, tx)
+	r, ok := c.roundTrip(udp.AppendScrape(nil, &udp.ScrapeRequest{ConnID: c.cid, TxID: tx, InfoHashes: []peertable.InfoHash{ih}}), tx)
 	if !ok || len(r) < 20 {
 		return 0, 0, 0, false
 	}
