@@ -208,15 +208,7 @@ func startE2EDaemon(t *testing.T, proto, host string) (*daemon, string) {
 	if len(addrs) != 1 || addrs[0].Port() == 0 {
 		t.Fatalf("%s addresses = %v, want one bound address", proto, addrs)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	runDaemon(t, d)
 	return d, proto + "://" + addrs[0].String() + "/announce"
 }
 

@@ -142,27 +142,7 @@ func (e *faultEnv) start() *faultDaemon {
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
-	var once sync.Once
-	var runErr error
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case runErr = <-errc:
-			case <-time.After(e.cfg.shutdownTimeout() + 5*time.Second):
-				runErr = errors.New("run did not return within the shutdown timeout")
-			}
-		})
-		return runErr
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("stopping a daemon: %v", err)
-		}
-	})
+	stop := runDaemon(t, d)
 	return &faultDaemon{d: d, http: d.httpAddrs()[0].String(), udp: d.udpAddrs()[0].String(), stop: stop}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -32,20 +31,7 @@ func TestDaemonServesHTTP(t *testing.T) {
 	if len(addrs) != 2 || addrs[0].Port() == 0 || addrs[1].Port() == 0 {
 		t.Fatalf("httpAddrs() = %v, want two bound addresses", addrs)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("run did not return")
-		}
-	}()
+	runDaemon(t, d)
 
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()

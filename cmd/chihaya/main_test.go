@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -91,9 +93,7 @@ func TestGracefulStop(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot listen on loopback: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
+	stop := runDaemon(t, d)
 	// A served request shows the parts are up before the stop.
 	conn, err := net.Dial("tcp", d.httpAddrs()[0].String())
 	if err != nil {
@@ -120,14 +120,8 @@ func TestGracefulStop(t *testing.T) {
 			t.Errorf("/metrics = %d, lacking %s", code, want)
 		}
 	}
-	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("run returned %v after a graceful stop, want nil", err)
-		}
-	case <-time.After(cfg.shutdownTimeout() + 5*time.Second):
-		t.Fatal("run did not return within the shutdown timeout")
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v after a graceful stop, want nil", err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
@@ -153,4 +147,34 @@ func httpGet(t *testing.T, url string) (int, string) {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// runDaemon runs d in the background until stop is called or the test
+// ends. stop cancels run and returns what it returned, or an error if it
+// outlasts the shutdown timeout by 5 seconds; calling it again returns
+// the same. A daemon the test did not stop is stopped at cleanup, and an
+// error from that fails the test.
+func runDaemon(t *testing.T, d *daemon) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- d.run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-errc:
+			case <-time.After(d.cfg.shutdownTimeout() + 5*time.Second):
+				err = errors.New("run did not return within the shutdown timeout")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stopping the daemon: %v", err)
+		}
+	})
+	return stop
 }

@@ -139,22 +139,7 @@ func TestPrivateMode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
-	stopped := false
-	stop := func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		stopped = true
-	}
-	defer func() {
-		if !stopped {
-			stop()
-		}
-	}()
+	stop := runDaemon(t, d)
 	base := "http://" + d.httpAddrs()[0].String()
 	udpAddr := d.udpAddrs()[0].String()
 
@@ -203,7 +188,9 @@ func TestPrivateMode(t *testing.T) {
 		return n == 1000, fmt.Sprint(n)
 	})
 	privateAnnounce(t, base, passkey1, ih, 7001, 1500, "")
-	stop() // the last 500 bytes go out in the final flush
+	if err := stop(); err != nil { // the last 500 bytes go out in the final flush
+		t.Errorf("run: %v", err)
+	}
 	if n := uploaded(); n != 1500 {
 		t.Errorf("after a graceful stop, user 1 uploaded %d bytes, want 1500", n)
 	}

@@ -51,20 +51,7 @@ func TestReload(t *testing.T) {
 	}
 	hup := make(chan os.Signal, 1)
 	d.level, d.path, d.hup = level, first, hup
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(cfg.shutdownTimeout() + 5*time.Second):
-			t.Error("run did not return within the shutdown timeout")
-		}
-	}()
+	runDaemon(t, d)
 
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
@@ -198,15 +185,7 @@ func TestReloadRateLimit(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot listen on loopback: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runDaemon(t, d)
 	limited := func() bool {
 		body := get(t, "http://"+d.httpAddrs()[0].String()+"/announce?info_hash=%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13%14"+
 			"&peer_id=-TE0001-000000000001&port=6881&uploaded=0&downloaded=0&left=100")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,20 +24,7 @@ func startDaemon(t *testing.T, cfg Config, log *slog.Logger) (string, func() err
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- d.run(ctx) }()
-	stop := func() error {
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(cfg.shutdownTimeout() + 5*time.Second):
-			t.Fatal("run did not return within the shutdown timeout")
-			return nil
-		}
-	}
-	return "http://" + d.httpAddrs()[0].String(), stop
+	return "http://" + d.httpAddrs()[0].String(), runDaemon(t, d)
 }
 
 func snapshotConfig(t *testing.T) Config {
