@@ -115,8 +115,7 @@ func (t *Table) checkSet(set *peerSet, f family) error {
 			keys[k] = p
 		}
 	}
-	if set.w != nil && set.w.idx != nil {
-		x := set.w.idx
+	if x := set.indexLocked(); x != nil {
 		if x.live != ns+nl {
 			return fmt.Errorf("index holds %d positions for %d peers", x.live, ns+nl)
 		}
@@ -128,10 +127,10 @@ func (t *Table) checkSet(set *peerSet, f family) error {
 	} else if ns+nl > indexOn {
 		return fmt.Errorf("%d peers without an index", ns+nl)
 	}
-	if t.accounting && (set.w == nil || len(set.w.aux) != capacity) {
+	if w := set.w.Load(); t.accounting && (w == nil || len(w.aux) != capacity) {
 		return fmt.Errorf("Accounting without an Aux per slot")
 	}
-	if !t.accounting && set.w != nil && set.w.aux != nil {
+	if w := set.w.Load(); !t.accounting && w != nil && w.aux != nil {
 		return fmt.Errorf("Aux kept without Accounting")
 	}
 	return nil

@@ -1,6 +1,9 @@
 package peertable
 
-import "math/bits"
+import (
+	"math/bits"
+	"sync/atomic"
+)
 
 // A position names a peer's slot by role, not by address in the slot
 // array, so that growing or shrinking the array (which moves the leecher
@@ -37,12 +40,14 @@ const (
 
 // An index maps a peer's key to its position in a large set so that the
 // writer finds its own entry without scanning. It is pointer-free (int32
-// cells) and writer-only: only the holder of the swarm's lock touches it.
-// Keys are not stored; a candidate position is confirmed by comparing the
-// entry it names, so a cell costs four bytes.
+// cells). Only the holder of the swarm's lock changes it or relies on what
+// it reads; the cells are atomic so that Prefetch may read them without
+// the lock, as a hint of which slot the writer will want. Keys are not
+// stored; a candidate position is confirmed by comparing the entry it
+// names, so a cell costs four bytes.
 type index struct {
-	cells []position // power-of-two length; open addressing, linear probing
-	used  int        // cells that are not empty, tombstones included
+	cells []atomic.Int32 // positions; power-of-two length, linear probing
+	used  int            // cells that are not empty, tombstones included
 	live  int
 }
 
@@ -52,23 +57,24 @@ func newIndex(n int) *index {
 	for size < 2*n {
 		size *= 2
 	}
-	return &index{cells: make([]position, size)}
+	return &index{cells: make([]atomic.Int32, size)}
 }
 
 // full reports whether one more insert would push the index past 3/4 load,
 // counting tombstones, after which the caller rebuilds it.
 func (x *index) full() bool { return 4*(x.used+1) > 3*len(x.cells) }
 
-func (x *index) home(h uint64) int {
-	// The high bits of the seeded mix are the best mixed.
-	return int(h >> (64 - bits.TrailingZeros(uint(len(x.cells)))))
-}
+func (x *index) home(h uint64) int { return homeIn(h, len(x.cells)) }
+
+// homeIn is where the probe for h starts among n cells (a power of two).
+// The high bits of the seeded mix are the best mixed.
+func homeIn(h uint64, n int) int { return int(h >> (64 - bits.TrailingZeros(uint(n)))) }
 
 // find returns the position whose entry matches, probing from h.
 func (x *index) find(h uint64, match func(position) bool) position {
 	mask := len(x.cells) - 1
 	for i := x.home(h); ; i = (i + 1) & mask {
-		switch p := x.cells[i]; p {
+		switch p := position(x.cells[i].Load()); p {
 		case 0:
 			return 0
 		case tomb:
@@ -85,12 +91,12 @@ func (x *index) find(h uint64, match func(position) bool) position {
 func (x *index) insert(h uint64, p position) {
 	mask := len(x.cells) - 1
 	for i := x.home(h); ; i = (i + 1) & mask {
-		switch x.cells[i] {
+		switch position(x.cells[i].Load()) {
 		case 0:
 			x.used++
 			fallthrough
 		case tomb:
-			x.cells[i] = p
+			x.cells[i].Store(int32(p))
 			x.live++
 			return
 		}
@@ -101,8 +107,8 @@ func (x *index) insert(h uint64, p position) {
 func (x *index) move(h uint64, from, to position) {
 	mask := len(x.cells) - 1
 	for i := x.home(h); ; i = (i + 1) & mask {
-		if x.cells[i] == from {
-			x.cells[i] = to
+		if position(x.cells[i].Load()) == from {
+			x.cells[i].Store(int32(to))
 			return
 		}
 	}

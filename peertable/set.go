@@ -143,7 +143,11 @@ func pack(seeders, leechers int) uint64       { return uint64(seeders)<<32 | uin
 type peerSet struct {
 	cnt atomic.Uint64
 	vec atomic.Pointer[slots]
-	w   *side // writer-only extras; nil while the set is small and Accounting is off
+	// w holds the writer's extras; nil while the set is small and
+	// Accounting is off. Only the writer changes it or its contents; it
+	// is atomic, like side.idx, so that Prefetch may follow it to the
+	// index.
+	w atomic.Pointer[side]
 }
 
 // slots is the published slot array. It is replaced whole on growth and
@@ -152,12 +156,30 @@ type slots struct {
 	e []atomic.Uint64
 }
 
-// side is what only the writer uses: the key index of a large set, and
-// the Aux of each slot under Accounting (same physical positions as the
-// slots, so it moves with them).
+// side is what the writer uses: the key index of a large set, and the Aux
+// of each slot under Accounting (same physical positions as the slots, so
+// it moves with them).
 type side struct {
-	idx *index
-	aux []Aux
+	idx atomic.Pointer[index] // replaced whole when rebuilt
+	aux []Aux                 // writer-only
+}
+
+// indexLocked returns the set's key index, or nil if it has none.
+func (s *peerSet) indexLocked() *index {
+	if w := s.w.Load(); w != nil {
+		return w.idx.Load()
+	}
+	return nil
+}
+
+// sideLocked returns s.w, creating it if need be.
+func (s *peerSet) sideLocked() *side {
+	w := s.w.Load()
+	if w == nil {
+		w = new(side)
+		s.w.Store(w)
+	}
+	return w
 }
 
 // capacities step by 1.5 and 4/3 in turn (2, 3, 4, 6, 8, 12, ...), so an
@@ -224,8 +246,8 @@ func (s *peerSet) findLocked(t *Table, f family, k *peerKey) position {
 	}
 	e := s.vec.Load().e
 	capacity := len(e) / int(f)
-	if s.w != nil && s.w.idx != nil {
-		return s.w.idx.find(t.hashKey(k), func(p position) bool {
+	if x := s.indexLocked(); x != nil {
+		return x.find(t.hashKey(k), func(p position) bool {
 			leech, i := p.split()
 			return f.matches(e, phys(capacity, leech, i), k)
 		})
@@ -254,7 +276,7 @@ func (s *peerSet) seenLocked(f family, p position) uint16 {
 func (s *peerSet) auxLocked(f family, p position) Aux {
 	e := s.vec.Load().e
 	leech, i := p.split()
-	return s.w.aux[phys(len(e)/int(f), leech, i)]
+	return s.w.Load().aux[phys(len(e)/int(f), leech, i)]
 }
 
 // touchLocked records a re-announce of the peer at p that keeps its role.
@@ -264,7 +286,7 @@ func (s *peerSet) touchLocked(t *Table, f family, p position, stamp uint16, aux 
 	j := phys(len(e)/int(f), leech, i)
 	f.touch(e, j, stamp)
 	if t.accounting {
-		s.w.aux[j] = *aux
+		s.w.Load().aux[j] = *aux
 	}
 }
 
@@ -287,14 +309,14 @@ func (s *peerSet) addLocked(t *Table, f family, k *peerKey, leech bool, stamp ui
 	}
 	f.store(v.e, j, k, stamp) // the slot is written before the count admits it
 	if t.accounting {
-		s.w.aux[j] = *aux
+		s.w.Load().aux[j] = *aux
 	}
 	s.cnt.Store(pack(ns, nl))
 
-	switch {
-	case s.w != nil && s.w.idx != nil && !s.w.idx.full():
-		s.w.idx.insert(t.hashKey(k), p)
-	case s.w != nil && s.w.idx != nil, ns+nl > indexOn:
+	switch x := s.indexLocked(); {
+	case x != nil && !x.full():
+		x.insert(t.hashKey(k), p)
+	case x != nil, ns+nl > indexOn:
 		s.reindexLocked(t, f)
 	}
 }
@@ -312,10 +334,7 @@ func (s *peerSet) removeLocked(t *Table, f family, p position) {
 		last = nl - 1
 	}
 	hole, from := phys(capacity, leech, i), phys(capacity, leech, last)
-	var idx *index
-	if s.w != nil {
-		idx = s.w.idx
-	}
+	idx := s.indexLocked()
 	if idx != nil {
 		k := f.keyAt(e, hole)
 		idx.remove(t.hashKey(&k), p)
@@ -324,7 +343,8 @@ func (s *peerSet) removeLocked(t *Table, f family, p position) {
 		k := f.keyAt(e, from)
 		f.store(e, hole, &k, f.seenAt(e, from))
 		if t.accounting {
-			s.w.aux[hole] = s.w.aux[from]
+			w := s.w.Load()
+			w.aux[hole] = w.aux[from]
 		}
 		if idx != nil {
 			lastPos := seederPos(last)
@@ -350,8 +370,8 @@ func (s *peerSet) resizeLocked(t *Table, f family, capacity int) *slots {
 	old := s.vec.Load()
 	if capacity == 0 {
 		s.vec.Store(nil)
-		if s.w != nil {
-			s.w.aux = nil
+		if w := s.w.Load(); w != nil {
+			w.aux = nil
 		}
 		return nil
 	}
@@ -372,16 +392,13 @@ func (s *peerSet) resizeLocked(t *Table, f family, capacity int) *slots {
 					v.e[to*int(f)+w].Store(old.e[from*int(f)+w].Load())
 				}
 				if aux != nil {
-					aux[to] = s.w.aux[from]
+					aux[to] = s.w.Load().aux[from]
 				}
 			}
 		}
 	}
 	if t.accounting {
-		if s.w == nil {
-			s.w = new(side)
-		}
-		s.w.aux = aux
+		s.sideLocked().aux = aux
 	}
 	s.vec.Store(v) // after the copy: a reader that gets v sees every slot the counts admit
 	return v
@@ -392,16 +409,13 @@ func (s *peerSet) resizeLocked(t *Table, f family, capacity int) *slots {
 func (s *peerSet) reindexLocked(t *Table, f family) {
 	ns, nl := unpack(s.cnt.Load())
 	if ns+nl < indexOff {
-		if s.w != nil {
-			s.w.idx = nil
-			if s.w.aux == nil {
-				s.w = nil
+		if w := s.w.Load(); w != nil {
+			w.idx.Store(nil)
+			if w.aux == nil {
+				s.w.Store(nil)
 			}
 		}
 		return
-	}
-	if s.w == nil {
-		s.w = new(side)
 	}
 	x := newIndex(ns + nl)
 	e := s.vec.Load().e
@@ -414,7 +428,7 @@ func (s *peerSet) reindexLocked(t *Table, f family) {
 		k := f.keyAt(e, capacity-1-i)
 		x.insert(t.hashKey(&k), leecherPos(i))
 	}
-	s.w.idx = x
+	s.sideLocked().idx.Store(x) // filled before it is published
 }
 
 // sweepBatch is how many slots a sweep examines per hold of a swarm's
@@ -478,7 +492,7 @@ func (s *peerSet) shrinkLocked(t *Table, f family) {
 	case capacity > 4 && 4*n <= capacity:
 		s.resizeLocked(t, f, capFor(2*n))
 	}
-	if x := s.w; x != nil && x.idx != nil && (n < indexOff || len(x.idx.cells) > indexMin && 8*n < len(x.idx.cells)) {
+	if x := s.indexLocked(); x != nil && (n < indexOff || len(x.cells) > indexMin && 8*n < len(x.cells)) {
 		s.reindexLocked(t, f)
 	}
 }
