@@ -442,3 +442,41 @@ func BenchmarkSweepExpiry(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBatch answers the mixed workload's re-announces (50 peers
+// each) in batches of 16, as a UDP worker does, with and without a
+// Prefetch of each batch first. One operation is one announce. The table
+// (the mixed workload's, about 400,000 peers) is larger than the L2
+// caches, so each announce misses on its swarm, index cell and slot.
+func BenchmarkBatch(b *testing.B) {
+	tb := newTable(b, Config{Swarms: mixSwarms})
+	fillMixed(tb)
+	for _, prefetch := range []bool{false, true} {
+		b.Run(fmt.Sprintf("prefetch=%v", prefetch), func(b *testing.B) {
+			const batch = 16
+			r := rand.New(rand.NewPCG(1, 7))
+			zipf := rand.NewZipf(r, 1.1, 1, mixSwarms-1)
+			as := make([]Announce, batch)
+			reqs := make([]Prefetch, batch)
+			dst := make([]byte, 0, 50*PeerLenV6)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				j := i % batch
+				if j == 0 {
+					for k := range as {
+						z := int(zipf.Uint64())
+						p := r.IntN(mixPool(z))
+						a := &as[k]
+						binary.BigEndian.PutUint64(a.InfoHash[:], uint64(z))
+						a.Addr, a.Seeder, a.NumWant = mixAddr(z, p), p%4 == 0, 50
+						reqs[k] = Prefetch{InfoHash: a.InfoHash, Addr: a.Addr}
+					}
+					if prefetch {
+						tb.Prefetch(reqs)
+					}
+				}
+				dst, _ = tb.Announce(&as[j], dst[:0])
+			}
+		})
+	}
+}

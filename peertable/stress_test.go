@@ -11,7 +11,8 @@ import (
 )
 
 // TestStress hammers a few swarms from many goroutines with announces of
-// every event, sweeps, scrapes, stats and clock ticks, then checks the
+// every event, sweeps, scrapes, prefetches, stats and clock ticks, then
+// checks the
 // invariants. In the first phase the clock stands still, so the sweep only
 // unlinks swarms that stops have emptied, while announcers race to refill
 // them; each announcer owns its peers and models them, and afterwards the
@@ -68,6 +69,27 @@ func TestStress(t *testing.T) {
 						tb.Stats()
 						time.Sleep(50 * time.Microsecond)
 					}
+				}
+			})
+			bg.Go(func() {
+				// Prefetches of the announcers' own peers, so that they
+				// follow indexes that the announces and sweeps rebuild.
+				r := rand.New(rand.NewPCG(99, 1))
+				reqs := make([]Prefetch, 16)
+				for !stop.Load() {
+					for i := range reqs {
+						sw, w := r.IntN(swarms), r.IntN(workers)
+						reqs[i] = Prefetch{InfoHash: hashN(sw)}
+						switch r.IntN(4) {
+						case 0:
+							reqs[i].Addr = addr6(w<<12 | sw<<8 | r.IntN(10))
+						case 1:
+							reqs[i].Addr = addr4(1<<20 | w<<12 | r.IntN(bigOwn))
+						case 2:
+							reqs[i].Addr = addr4(w<<12 | sw<<8 | r.IntN(own4(sw)))
+						}
+					}
+					tb.Prefetch(reqs)
 				}
 			})
 			if moving {
