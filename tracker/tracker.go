@@ -205,6 +205,12 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 	}, nil
 }
 
+// Prefetch passes requests that a frontend is about to answer to the
+// local peer table's Prefetch, which reads ahead the memory they will
+// need. A frontend holding a batch of requests (the UDP worker) calls it
+// once for the batch; it changes nothing.
+func (t *Tracker) Prefetch(reqs []peertable.Prefetch) { t.peers.Prefetch(reqs) }
+
 // Scrape returns the counts of the swarm ih; an unknown swarm has all zeros.
 func (t *Tracker) Scrape(ih peertable.InfoHash) peertable.Counts {
 	c := t.peers.Scrape(ih)

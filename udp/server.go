@@ -143,6 +143,7 @@ type Stats struct {
 type core interface {
 	Announce(req *tracker.AnnounceRequest, peers []byte) (tracker.AnnounceResponse, error)
 	Scrape(ih peertable.InfoHash) peertable.Counts
+	Prefetch(reqs []peertable.Prefetch)
 }
 
 // Server answers BEP 15 requests on its sockets from one tracker.Tracker.

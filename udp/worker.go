@@ -57,6 +57,7 @@ type worker struct {
 	ann   AnnounceRequest
 	treq  tracker.AnnounceRequest
 	scr   ScrapeRequest
+	pre   []peertable.Prefetch // the batch's requests, for core.Prefetch
 	stats counters
 
 	// The worker's own rate limits, nil when off, built from limits.
@@ -80,6 +81,7 @@ func newWorker(s *Server, conn *net.UDPConn) (*worker, error) {
 		msgs: make([]message, s.cfg.Batch),
 		ann:  AnnounceRequest{URLData: make([]byte, 0, MaxURLData)},
 		scr:  ScrapeRequest{InfoHashes: make([]peertable.InfoHash, 0, MaxScrapeInfoHashes)},
+		pre:  make([]peertable.Prefetch, 0, prefetchPerMessage*s.cfg.Batch),
 	}
 	// One slab each for requests and replies keeps a batch's buffers
 	// together in memory.
@@ -131,6 +133,7 @@ func (w *worker) run() {
 		backoff = 0
 		now := time.Now() // the batch's clock; one more read times it
 		w.refreshLimits()
+		w.prefetch(w.msgs[:n])
 		for i := range n {
 			w.handle(&w.msgs[i], now.Unix())
 		}
@@ -198,6 +201,46 @@ func (w *worker) handle(m *message, now int64) {
 	default:
 		w.refuse(m, txID, errUnknownAction)
 	}
+}
+
+// prefetchPerMessage is how many info hashes a worker prefetches per
+// message of its batch, on average: an announce names one, a scrape up to
+// 74, and beyond this share a scrape's swarms are not worth the wait.
+const prefetchPerMessage = 4
+
+// prefetch hands the swarms and peers that msgs name to core.Prefetch
+// before any of them is answered, so that the table's cache misses for
+// the whole batch overlap (see peertable.Table.Prefetch). It reads the
+// datagrams as they came: one that turns out malformed or unauthenticated
+// costs a wasted read and is answered (or not) as if it had never been
+// prefetched. An announce is prefetched with its source address, so one
+// that names another (the IP field, when allowed) gets no benefit.
+func (w *worker) prefetch(msgs []message) {
+	pre := w.pre[:0]
+	for i := range msgs {
+		m := &msgs[i]
+		b := m.buf[:m.n]
+		if len(b) < headerLen || len(b) > maxRequestLen {
+			continue
+		}
+		switch binary.BigEndian.Uint32(b[8:]) {
+		case actionAnnounce:
+			if len(b) >= announceLen && len(pre) < cap(pre) {
+				pre = append(pre, peertable.Prefetch{
+					InfoHash: peertable.InfoHash(b[16:]),
+					Addr:     netip.AddrPortFrom(m.src.Addr(), binary.BigEndian.Uint16(b[96:])),
+				})
+			}
+		case actionScrape:
+			for off := headerLen; off+len(peertable.InfoHash{}) <= len(b) && len(pre) < cap(pre); off += len(peertable.InfoHash{}) {
+				pre = append(pre, peertable.Prefetch{InfoHash: peertable.InfoHash(b[off:])})
+			}
+		}
+	}
+	if len(pre) > 0 {
+		w.s.core.Prefetch(pre)
+	}
+	w.pre = pre
 }
 
 // refreshLimits applies limits set by SetLimits since the last batch.

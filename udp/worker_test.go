@@ -95,12 +95,18 @@ func errorText(tb testing.TB, reply []byte, txID uint32) string {
 	return string(reply[errorReplyLen:])
 }
 
-// recorder is a core that remembers the last announce and answers with
-// NumWant made-up peers, or with err.
+// recorder is a core that remembers the last announce and the requests
+// of the last Prefetch, and answers with NumWant made-up peers, or with
+// err.
 type recorder struct {
-	last    tracker.AnnounceRequest
-	urlData []byte
-	err     error
+	last       tracker.AnnounceRequest
+	urlData    []byte
+	err        error
+	prefetched []peertable.Prefetch
+}
+
+func (r *recorder) Prefetch(reqs []peertable.Prefetch) {
+	r.prefetched = append(r.prefetched[:0], reqs...)
 }
 
 func (r *recorder) Announce(req *tracker.AnnounceRequest, peers []byte) (tracker.AnnounceResponse, error) {
@@ -498,5 +504,59 @@ func TestSetPolicy(t *testing.T) {
 	}
 	if p := w.s.Policy(); p.DefaultNumWant != 7 || !p.AllowIPOverride {
 		t.Errorf("after a refused SetPolicy: Policy() = %+v, want the previous policy", p)
+	}
+}
+
+// TestPrefetchNamesTheBatch checks what a batch hands to core.Prefetch:
+// each announce's info hash with its source address and announced port,
+// each scrape's info hashes with no address, nothing for anything else,
+// and no more than the worker's room.
+func TestPrefetchNamesTheBatch(t *testing.T) {
+	rec := &recorder{}
+	w := newTestWorker(t, Config{}, rec)
+	w.pre = make([]peertable.Prefetch, 0, 8)
+	ih := func(b byte) peertable.InfoHash { return peertable.InfoHash{0: b, 19: b} }
+	msg := func(src netip.AddrPort, pkt []byte) message {
+		return message{buf: pkt, n: len(pkt), src: src}
+	}
+	announce := func(src netip.AddrPort, h byte, port uint16) []byte {
+		return AppendAnnounce(nil, &AnnounceRequest{ConnID: w.connID(src), InfoHash: ih(h), Port: port, NumWant: -1})
+	}
+	scrape := func(src netip.AddrPort, hashes ...byte) []byte {
+		r := &ScrapeRequest{ConnID: w.connID(src)}
+		for _, h := range hashes {
+			r.InfoHashes = append(r.InfoHashes, ih(h))
+		}
+		return AppendScrape(nil, r)
+	}
+	msgs := []message{
+		msg(srcV4, announce(srcV4, 1, 6881)),
+		msg(srcV4, AppendConnect(nil, ConnectRequest{TxID: 7})),
+		msg(srcV6, announce(srcV6, 2, 6882)),
+		msg(srcV4, announce(srcV4, 9, 1)[:10]),            // shorter than a header
+		msg(srcV4, announce(srcV4, 9, 1)[:announceLen-1]), // shorter than an announce
+		msg(srcV6, scrape(srcV6, 3, 4)),
+		msg(srcV4, scrape(srcV4, 5, 6, 7, 8, 10, 11)), // only room for four
+	}
+	w.prefetch(msgs)
+	want := []peertable.Prefetch{
+		{InfoHash: ih(1), Addr: netip.AddrPortFrom(srcV4.Addr(), 6881)},
+		{InfoHash: ih(2), Addr: netip.AddrPortFrom(srcV6.Addr(), 6882)},
+		{InfoHash: ih(3)}, {InfoHash: ih(4)},
+		{InfoHash: ih(5)}, {InfoHash: ih(6)}, {InfoHash: ih(7)}, {InfoHash: ih(8)},
+	}
+	if len(rec.prefetched) != len(want) {
+		t.Fatalf("prefetched %d requests, want %d: %v", len(rec.prefetched), len(want), rec.prefetched)
+	}
+	for i, r := range rec.prefetched {
+		if r.InfoHash != want[i].InfoHash || r.Addr != want[i].Addr {
+			t.Errorf("request %d: %x from %v, want %x from %v", i, r.InfoHash, r.Addr, want[i].InfoHash, want[i].Addr)
+		}
+	}
+
+	rec.prefetched = nil
+	w.prefetch(msgs[1:2]) // a connect alone: no call at all
+	if rec.prefetched != nil {
+		t.Errorf("a batch of a connect prefetched %v", rec.prefetched)
 	}
 }
