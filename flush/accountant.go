@@ -104,14 +104,14 @@ type acctShard struct {
 func (sh *acctShard) walk(f func(s *idSlot, pos int)) {
 	for start := 0; ; start += walkChunk {
 		sh.mu.Lock()
-		slots := sh.ids.slots
-		if start >= len(slots) {
+		t := &sh.ids
+		if start >= len(t.slots) {
 			sh.mu.Unlock()
 			return
 		}
-		for i := start; i < min(start+walkChunk, len(slots)); i++ {
-			if slots[i].state == slotLive {
-				f(&slots[i], i)
+		for i := start; i < min(start+walkChunk, len(t.slots)); i++ {
+			if t.isLive(i) {
+				f(&t.slots[i], i)
 			}
 		}
 		sh.mu.Unlock()
@@ -195,7 +195,7 @@ func (a *Accountant) Account(g tracker.Grant, req *tracker.AnnounceRequest) {
 			sh.ids.rebuild(sizeFor(sh.ids.live+1), a.seed)
 			i, _ = sh.ids.find(&id, h)
 		}
-		sh.ids.insertAt(i, &id)
+		sh.ids.insertAt(i, &id, h)
 	}
 	s := &sh.ids.slots[i]
 	if credited {

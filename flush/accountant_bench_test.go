@@ -79,3 +79,33 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
 }
+
+// BenchmarkAccountChurn is a million identities with clients coming and
+// going: each operation is one client stopping and a new one starting, so
+// half the lookups are for an identity the table does not hold (which
+// probes until an empty slot) and the stops leave tombstones that force a
+// rehash now and then. One operation is the pair.
+func BenchmarkAccountChurn(b *testing.B) {
+	const n = 1_000_000
+	a, err := NewAccountant(newMemStore(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var g tracker.Grant
+	req := &tracker.AnnounceRequest{Left: 1}
+	for i := range uint64(n) {
+		benchIdentity(i, &g, req)
+		req.Event = started
+		a.Account(g, req)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for next := uint64(n); b.Loop(); next++ {
+		benchIdentity(next-n, &g, req)
+		req.Event = stopped
+		a.Account(g, req)
+		benchIdentity(next, &g, req)
+		req.Event = started
+		a.Account(g, req)
+	}
+}

@@ -463,8 +463,9 @@ func TestBaselineExpiry(t *testing.T) {
 		}
 		n := 0
 		for i := range a.shards {
-			for _, s := range a.shards[i].ids.slots {
-				if s.state == slotLive && s.hasBase {
+			ids := &a.shards[i].ids
+			for j, s := range ids.slots {
+				if ids.isLive(j) && s.hasBase {
 					n++
 				}
 			}

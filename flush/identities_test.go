@@ -30,14 +30,17 @@ func TestIDTableModel(t *testing.T) {
 		}
 		live, dead := 0, 0
 		for i := range tab.slots {
-			switch tab.slots[i].state {
-			case slotLive:
+			switch tag := tab.tags[i]; {
+			case tag&tagLive != 0:
 				live++
 				id := tab.slots[i].id
 				if _, ok := model[id]; !ok {
 					t.Fatalf("step %d: slot %d holds %v, which the model does not", step, i, id)
 				}
-			case slotDead:
+				if h := hashID(seed, &id); tag != tagOf(h) {
+					t.Fatalf("step %d: slot %d has tag %#x, want %#x", step, i, tag, tagOf(h))
+				}
+			case tag == tagDead:
 				dead++
 			}
 		}
@@ -63,7 +66,7 @@ func TestIDTableModel(t *testing.T) {
 				tab.rebuild(sizeFor(tab.live+1), seed)
 				i, _ = tab.find(&id, h)
 			}
-			tab.insertAt(i, &id)
+			tab.insertAt(i, &id, h)
 			tab.slots[i].up = n
 			model[id] = n
 		case op < 9 && found:
