@@ -40,17 +40,8 @@ func mix(x uint64) uint64 {
 // reports the process's CPU time per announce, cpu-ns/op.
 func BenchmarkAccountMany(b *testing.B) {
 	const n = 1_000_000
-	a, err := NewAccountant(newMemStore(), Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var g tracker.Grant
-	req := &tracker.AnnounceRequest{Left: 1, Event: started}
 	heap0 := heapInUse()
-	for i := range uint64(n) {
-		benchIdentity(i, &g, req)
-		a.Account(g, req)
-	}
+	a := startedAccountant(b, n)
 	perIdentity := float64(heapInUse()-heap0) / n
 	procs := uint64(runtime.GOMAXPROCS(0))
 	var next atomic.Uint64
@@ -72,6 +63,22 @@ func BenchmarkAccountMany(b *testing.B) {
 	cpu.Report(b)
 }
 
+// startedAccountant returns an Accountant on a memory store that holds
+// identities 0 to n-1 of benchIdentity, each announced once as started.
+func startedAccountant(b *testing.B, n uint64) *Accountant {
+	a, err := NewAccountant(newMemStore(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var g tracker.Grant
+	req := &tracker.AnnounceRequest{Left: 1, Event: started}
+	for i := range n {
+		benchIdentity(i, &g, req)
+		a.Account(g, req)
+	}
+	return a
+}
+
 // heapInUse returns the bytes of live heap after a collection.
 func heapInUse() int64 {
 	runtime.GC()
@@ -87,17 +94,9 @@ func heapInUse() int64 {
 // rehash now and then. One operation is the pair.
 func BenchmarkAccountChurn(b *testing.B) {
 	const n = 1_000_000
-	a, err := NewAccountant(newMemStore(), Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	a := startedAccountant(b, n)
 	var g tracker.Grant
 	req := &tracker.AnnounceRequest{Left: 1}
-	for i := range uint64(n) {
-		benchIdentity(i, &g, req)
-		req.Event = started
-		a.Account(g, req)
-	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for next := uint64(n); b.Loop(); next++ {
