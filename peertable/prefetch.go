@@ -82,14 +82,14 @@ func (t *Table) Prefetch(reqs []Prefetch) {
 		}
 	}
 	var sum uint64
-	for i := range reqs { // the index cell, or the slots a small set's scan starts with
+	for i := range reqs { // the index cell, or the two ends a small set's scan starts at
 		r := &reqs[i]
 		r.p = 0
 		switch {
 		case r.cells != nil:
 			r.p = position(r.cells[homeIn(r.hk, len(r.cells))].Load())
 		case r.e != nil:
-			sum += r.e[0].Load()
+			sum += r.e[0].Load() + r.e[len(r.e)-1].Load() // seeders, leechers
 		}
 	}
 	for i := range reqs { // the slot the index cell names
