@@ -168,6 +168,17 @@ func shardOf(user, torrent uint32) int {
 	return int(h >> 58) // top 6 bits: acctShards == 64
 }
 
+// Prefetch starts loading the memory that Account(g, req) will read first:
+// the tag and the slot where the probe for req's identity begins. The
+// tracker calls it before it applies the announce to the peer table, so
+// that this cache miss (the table holds about one slot per client) is
+// resolved while the peer table works rather than after it. It takes no
+// lock, changes nothing and does not wait for memory.
+func (a *Accountant) Prefetch(g tracker.Grant, req *tracker.AnnounceRequest) {
+	id := identity{torrent: g.Torrent, user: g.User, key: req.Key, peer: req.PeerID}
+	a.shards[shardOf(g.User, g.Torrent)].ids.prefetchHome(hashID(a.seed, &id))
+}
+
 // Account records req's totals for g's user and torrent; see doc.go for
 // the rules. It reads no clock and does not block on I/O.
 func (a *Accountant) Account(g tracker.Grant, req *tracker.AnnounceRequest) {

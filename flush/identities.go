@@ -3,6 +3,10 @@ package flush
 import (
 	"hash/maphash"
 	"math/bits"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/chihaya/chihaya/internal/prefetch"
 )
 
 // An idTable holds one shard's identities. It is an open-addressing hash
@@ -31,6 +35,16 @@ type idTable struct {
 	live  int      // slots in use
 	dead  int      // tombstones
 	moves uint64   // rebuilds so far, so a walk can tell that slots moved
+
+	// arrays is slots and tags as of the last rebuild, published for
+	// prefetchHome, which runs without the shard's lock. Only rebuild
+	// stores it.
+	arrays atomic.Pointer[idArrays]
+}
+
+type idArrays struct {
+	slots []idSlot
+	tags  []uint8
 }
 
 // idSlot is one identity and what accounting keeps for it, laid out so
@@ -118,6 +132,21 @@ func (t *idTable) find(id *identity, h uint64) (int, bool) {
 	}
 }
 
+// prefetchHome starts loading the tag and the slot where the probe for
+// hash h begins, without the shard's lock: the arrays it reads may be
+// replaced meanwhile, which makes the prefetch useless, not wrong.
+func (t *idTable) prefetchHome(h uint64) {
+	a := t.arrays.Load()
+	if a == nil {
+		return
+	}
+	i := int(h) & (len(a.tags) - 1)
+	prefetch.Line(unsafe.Pointer(&a.tags[i]))
+	s := unsafe.Pointer(&a.slots[i])
+	prefetch.Line(s)
+	prefetch.Line(unsafe.Add(s, unsafe.Sizeof(idSlot{})-1)) // a slot may straddle two lines
+}
+
 // needsRehash reports whether one more identity would take the table
 // past three quarters used, tombstones included.
 func (t *idTable) needsRehash() bool {
@@ -174,6 +203,7 @@ func (t *idTable) rebuild(size int, seed maphash.Seed) {
 		}
 		t.slots[i], t.tags[i] = *o, tagOf(h)
 	}
+	t.arrays.Store(&idArrays{t.slots, t.tags})
 }
 
 // hashID hashes an identity with the Accountant's random seed, so that

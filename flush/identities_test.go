@@ -47,6 +47,9 @@ func TestIDTableModel(t *testing.T) {
 		if live != tab.live || dead != tab.dead {
 			t.Fatalf("step %d: %d live and %d dead slots, counted as %d and %d", step, live, dead, tab.live, tab.dead)
 		}
+		if a := tab.arrays.Load(); len(tab.slots) > 0 && (a == nil || &a.slots[0] != &tab.slots[0] || &a.tags[0] != &tab.tags[0]) {
+			t.Fatalf("step %d: the arrays published for prefetching are not the table's", step)
+		}
 	}
 	for step := range 20000 {
 		n := r.Uint64N(600)

@@ -52,8 +52,13 @@ type Authorizer interface {
 
 // An Accountant turns admitted announces into statistics. Account is
 // called after the announce was applied to the table; req is valid only
-// during the call. It must be safe for concurrent use and must not block.
+// during the call. Prefetch is called with the same arguments before the
+// announce is applied, so that the Accountant can start loading what
+// Account will need while the peer table works; it must not change
+// anything Account sees, and may do nothing. Both must be safe for
+// concurrent use and must not block.
 type Accountant interface {
+	Prefetch(g Grant, req *AnnounceRequest)
 	Account(g Grant, req *AnnounceRequest)
 }
 

@@ -26,12 +26,20 @@ func (a *keyAuth) Authorize(passkey []byte, req *AnnounceRequest) (Grant, error)
 type recorder struct {
 	mu      sync.Mutex
 	grants  []Grant
+	calls   []string // "prefetch" and "account", in order
 	changes []peertable.Change
+}
+
+func (r *recorder) Prefetch(g Grant, req *AnnounceRequest) {
+	r.mu.Lock()
+	r.calls = append(r.calls, "prefetch")
+	r.mu.Unlock()
 }
 
 func (r *recorder) Account(g Grant, req *AnnounceRequest) {
 	r.mu.Lock()
 	r.grants = append(r.grants, g)
+	r.calls = append(r.calls, "account")
 	r.mu.Unlock()
 }
 
@@ -76,6 +84,10 @@ func TestPrivateHooks(t *testing.T) {
 	}
 	if want := []Grant{{7, 9}, {7, 9}}; !slices.Equal(rec.grants, want) {
 		t.Errorf("Account got %v, want %v", rec.grants, want)
+	}
+	// A prefetch before each admitted announce, none for the refused one.
+	if want := []string{"prefetch", "account", "prefetch", "account"}; !slices.Equal(rec.calls, want) {
+		t.Errorf("Accountant calls %v, want %v", rec.calls, want)
 	}
 	if want := []peertable.Change{peertable.ChangeAdded}; !slices.Equal(rec.changes, want) {
 		t.Errorf("Changed got %v, want %v", rec.changes, want)

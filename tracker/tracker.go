@@ -148,6 +148,9 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 			return AnnounceResponse{}, err
 		}
 		grant = g
+		if h.Accountant != nil {
+			h.Accountant.Prefetch(grant, req) // resolves while the table works
+		}
 	}
 	cfg := t.cfg.Load()
 	want := req.NumWant
