@@ -33,6 +33,7 @@ const (
 type RedisServer struct {
 	tb   testing.TB
 	addr string
+	dir  string     // its files, across Stop and Start; removed after the last Stop
 	proc *redisProc // nil while stopped
 }
 
@@ -54,7 +55,7 @@ func StartRedis(tb testing.TB) *RedisServer {
 		if err != nil {
 			break
 		}
-		s = &RedisServer{tb: tb, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		s = &RedisServer{tb: tb, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir}
 		s.proc, err = startRedisProc(dir, port, nil)
 		if err == nil {
 			break
@@ -91,7 +92,9 @@ func (s *RedisServer) Start() {
 	}
 	_, p, _ := net.SplitHostPort(s.addr)
 	port, _ := strconv.Atoi(p)
-	proc, err := startRedisProc(s.tb.TempDir(), port, nil)
+	// The same directory: one made now would be removed before the
+	// cleanup that stops this server, while it may still write its log.
+	proc, err := startRedisProc(s.dir, port, nil)
 	if err != nil {
 		s.tb.Fatalf("testenv: restart redis-server on %s: %v; is something else now using the port?", s.addr, err)
 	}

@@ -44,10 +44,9 @@ func StartRedisCluster(tb testing.TB) *RedisCluster {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		Required(tb, "redis-cli", "apt-get install redis-tools")
 	}
+	base := tb.TempDir() // before stopAll's cleanup, so removed after it (see StartRedisSentinel)
 	rc := &RedisCluster{tb: tb, procs: make(map[string]*redisProc)}
 	tb.Cleanup(rc.stopAll)
-
-	base := tb.TempDir()
 	for i := range 6 {
 		proc, err := startClusterNode(filepath.Join(base, "node"+strconv.Itoa(i)))
 		if err != nil {

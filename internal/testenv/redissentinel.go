@@ -41,9 +41,12 @@ type RedisSentinel struct {
 func StartRedisSentinel(tb testing.TB) *RedisSentinel {
 	tb.Helper()
 	requireRedisServer(tb)
+	// The directory first: cleanups run last-registered first, and the
+	// servers must have exited before it is removed (a Sentinel rewrites
+	// its config file, a replica its sync files, until they stop).
+	dir := tb.TempDir()
 	rs := &RedisSentinel{tb: tb, nodes: make(map[string]*redisProc)}
 	tb.Cleanup(rs.stopAll)
-	dir := tb.TempDir()
 	// A replica with diskless sync and no delay is in sync at once,
 	// rather than after repl-diskless-sync-delay (5 s by default).
 	sync := []string{"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}
