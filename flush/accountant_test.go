@@ -243,6 +243,32 @@ func TestAccountBatchIsSorted(t *testing.T) {
 	}
 }
 
+// flushLoop flushes a over and over in a goroutine, as a busy Run would,
+// until the function it returns is called; that function waits for the
+// loop to end and returns the first Flush error, if any.
+func flushLoop(a *Accountant) (stop func() error) {
+	done := make(chan struct{})
+	flushed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-done:
+				flushed <- nil
+				return
+			default:
+			}
+			if err := a.Flush(context.Background()); err != nil {
+				flushed <- err
+				return
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		return <-flushed
+	}
+}
+
 // TestAccountConcurrent accounts from many goroutines while flushing and
 // checks that every byte arrives exactly once.
 func TestAccountConcurrent(t *testing.T) {
@@ -254,22 +280,7 @@ func TestAccountConcurrent(t *testing.T) {
 		rounds  = 200
 	)
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	flushed := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				flushed <- nil
-				return
-			default:
-			}
-			if err := a.Flush(context.Background()); err != nil {
-				flushed <- err
-				return
-			}
-		}
-	}()
+	stopFlushing := flushLoop(a)
 	for w := range workers {
 		wg.Go(func() {
 			for u := range uint32(users) {
@@ -287,8 +298,7 @@ func TestAccountConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	if err := <-flushed; err != nil {
+	if err := stopFlushing(); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Flush(context.Background()); err != nil {
@@ -534,22 +544,7 @@ func TestAccountConcurrentFreeze(t *testing.T) {
 		peers   = 3 * walkChunk
 		rounds  = 10
 	)
-	stop := make(chan struct{})
-	flushed := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				flushed <- nil
-				return
-			default:
-			}
-			if err := a.Flush(context.Background()); err != nil {
-				flushed <- err
-				return
-			}
-		}
-	}()
+	stopFlushing := flushLoop(a)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
@@ -571,8 +566,7 @@ func TestAccountConcurrentFreeze(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	if err := <-flushed; err != nil {
+	if err := stopFlushing(); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Flush(context.Background()); err != nil {
