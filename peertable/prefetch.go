@@ -3,6 +3,9 @@ package peertable
 import (
 	"net/netip"
 	"sync/atomic"
+	"unsafe"
+
+	"github.com/chihaya/chihaya/internal/prefetch"
 )
 
 // A Prefetch names the swarm, and the peer, of a request that a caller is
@@ -26,7 +29,6 @@ type Prefetch struct {
 	e     []atomic.Uint64
 	cells []atomic.Int32
 	p     position
-	sum   uint64
 }
 
 // Prefetch reads, for each request of reqs, the memory that its Announce
@@ -81,7 +83,6 @@ func (t *Table) Prefetch(reqs []Prefetch) {
 			}
 		}
 	}
-	var sum uint64
 	for i := range reqs { // the index cell, or the two ends a small set's scan starts at
 		r := &reqs[i]
 		r.p = 0
@@ -89,7 +90,8 @@ func (t *Table) Prefetch(reqs []Prefetch) {
 		case r.cells != nil:
 			r.p = position(r.cells[homeIn(r.hk, len(r.cells))].Load())
 		case r.e != nil:
-			sum += r.e[0].Load() + r.e[len(r.e)-1].Load() // seeders, leechers
+			prefetch.Line(unsafe.Pointer(&r.e[0]))          // seeders
+			prefetch.Line(unsafe.Pointer(&r.e[len(r.e)-1])) // leechers
 		}
 	}
 	for i := range reqs { // the slot the index cell names
@@ -99,10 +101,7 @@ func (t *Table) Prefetch(reqs []Prefetch) {
 		}
 		leech, k := r.p.split()
 		if capacity := len(r.e) / int(r.f); k < capacity {
-			sum += r.e[phys(capacity, leech, k)*int(r.f)].Load()
+			prefetch.Line(unsafe.Pointer(&r.e[phys(capacity, leech, k)*int(r.f)]))
 		}
-	}
-	if len(reqs) > 0 {
-		reqs[0].sum = sum // keeps the loads; a slot the caller owns, so no sharing
 	}
 }
