@@ -9,7 +9,7 @@
 // Metrics are read, not counted: a Server is given Sources, functions that
 // return the frontends', the peer table's and the background workers' own
 // counters (udp.Stats, httpcompat.Stats, peertable.Stats,
-// conncache.Stats, flush.Stats, flush.RulesStats), and calls them once
+// conncache.Stats, flush.Stats, private.RulesStats), and calls them once
 // per scrape of /metrics from a prometheus.Collector. So a request is
 // counted once, by the frontend that answered it, and the hot path gains
 // no label lookups and no client-library histogram. Request latency is

@@ -11,6 +11,7 @@ import (
 	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/internal/latency"
+	"github.com/chihaya/chihaya/private"
 )
 
 // scrape returns the body of /metrics from s's handler.
@@ -60,8 +61,8 @@ func TestMetricsFromStats(t *testing.T) {
 			return flush.Stats{Flushes: 21, Rows: 22, Errors: 23, PendingKeys: 24, Backlog: 2 * time.Second, LastSuccess: lastFlush}
 		},
 		Accounting: func() flush.Stats { return flush.Stats{Flushes: 31, Rows: 32, Errors: 33, PendingKeys: 34} },
-		Rules: func() flush.RulesStats {
-			return flush.RulesStats{Users: 41, Torrents: 42, Clients: 43, Reloads: 44, Notifications: 45, Errors: 46}
+		Rules: func() private.RulesStats {
+			return private.RulesStats{Users: 41, Torrents: 42, Clients: 43, Reloads: 44, Notifications: 45, Errors: 46}
 		},
 	})
 	if err != nil {

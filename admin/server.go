@@ -22,6 +22,7 @@ import (
 	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/internal/latency"
 	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/private"
 	"github.com/chihaya/chihaya/udp"
 )
 
@@ -86,7 +87,7 @@ type Sources struct {
 	Accounting func() flush.Stats
 	// Rules reports the private-mode rules: users, torrents and allowed
 	// clients held, and how their loading goes.
-	Rules func() flush.RulesStats
+	Rules func() private.RulesStats
 	// Ready reports whether the tracker is serving. Nil means it is
 	// whenever the Server is.
 	Ready func() bool

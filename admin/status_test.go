@@ -16,6 +16,7 @@ import (
 	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/httpcompat"
 	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/private"
 	"github.com/chihaya/chihaya/udp"
 )
 
@@ -283,7 +284,7 @@ func TestStatusPageWork(t *testing.T) {
 		Accounting: func() flush.Stats {
 			return flush.Stats{PendingKeys: 5, Backlog: 9 * time.Second}
 		},
-		Rules: func() flush.RulesStats { return flush.RulesStats{Users: 41, Torrents: 42, Clients: 0} },
+		Rules: func() private.RulesStats { return private.RulesStats{Users: 41, Torrents: 42, Clients: 0} },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/backoff"
 	"github.com/chihaya/chihaya/peertable"
 )
 
@@ -34,7 +35,7 @@ import (
 type Flusher struct {
 	store   Store
 	table   *peertable.Table
-	cfg     Config
+	cfg     FlusherConfig
 	process ProcessID
 	started time.Time
 
@@ -49,7 +50,7 @@ type Flusher struct {
 
 	mu    sync.Mutex // guards the fields below
 	st    Stats
-	fails failures
+	fails backoff.Outage
 }
 
 // pendingCompleted is a swarm's completed downloads awaiting a batch. It
@@ -60,10 +61,11 @@ type pendingCompleted struct {
 }
 
 // NewFlusher returns a Flusher of table's counts to store under a new
-// random ProcessID. cfg is checked as Open checks it (DSN is not used).
+// random ProcessID, or an error naming the field of cfg that is out of
+// range.
 // The completed counts table holds now are taken as already credited:
 // call NewFlusher after restoring a snapshot, before serving announces.
-func NewFlusher(store Store, table *peertable.Table, cfg Config) (*Flusher, error) {
+func NewFlusher(store Store, table *peertable.Table, cfg FlusherConfig) (*Flusher, error) {
 	if store == nil || table == nil {
 		panic("flush: NewFlusher with nil store or table")
 	}
@@ -97,8 +99,8 @@ func (f *Flusher) Stats() Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.st
-	if f.fails.failing() {
-		st.Backlog = time.Since(f.fails.since)
+	if f.fails.Failing() {
+		st.Backlog = time.Since(f.fails.Since())
 		st.Failing = true
 	}
 	return st
@@ -106,7 +108,7 @@ func (f *Flusher) Stats() Stats {
 
 // Run flushes every Interval until ctx is done. A failed flush is
 // counted in Stats and retried with capped, jittered exponential backoff
-// (Config.MaxBackoff); the completed downloads of a failed batch are
+// (FlusherConfig.MaxBackoff); the completed downloads of a failed batch are
 // retried unchanged while new ones collect for the next. When ctx is
 // done, Run flushes until every completed download it has seen is
 // committed, then removes the process's rows from the store so its
@@ -116,13 +118,12 @@ func (f *Flusher) Stats() Stats {
 // Completed downloads counted after the final flush started are lost:
 // stop the frontends before cancelling ctx.
 func (f *Flusher) Run(ctx context.Context) error {
-	var backoff time.Duration
+	retry := f.cfg.backoff()
 	next := func(err error) time.Duration {
 		if err != nil {
-			backoff = f.cfg.nextBackoff(backoff)
-			return jitter(backoff)
+			return retry.Next()
 		}
-		backoff = 0
+		retry.Reset()
 		return f.cfg.Interval
 	}
 	t := time.NewTimer(next(f.Flush(ctx)))
@@ -146,7 +147,7 @@ func (f *Flusher) shutdown() error {
 	if f.inflight != nil {
 		rounds = 2
 	}
-	if err := f.cfg.flushRounds(ctx, rounds, f.Flush); err != nil {
+	if err := backoff.Rounds(ctx, f.cfg.backoff(), rounds, f.Flush); err != nil {
 		return fmt.Errorf("flush: final swarm flush gave up with %d swarms' completed downloads uncredited: %w",
 			len(f.inflight)+len(f.pending), err)
 	}
@@ -187,10 +188,10 @@ func (f *Flusher) Flush(ctx context.Context) error {
 	if err != nil {
 		f.st.Errors++
 		f.st.PendingKeys = len(f.batch.Upserts) + len(f.batch.Deletes) + len(f.inflight) + len(f.pending)
-		started := f.fails.fail(now)
+		started := f.fails.Fail(now)
 		f.mu.Unlock()
 		if started {
-			logFailing(f.cfg.Logger, "swarm flush", err)
+			f.cfg.Logger.Error("flush: swarm flush failing; retrying with backoff", "err", err)
 		}
 		return err
 	}
@@ -198,10 +199,10 @@ func (f *Flusher) Flush(ctx context.Context) error {
 	f.st.Rows += uint64(len(f.batch.Upserts) + len(f.batch.Deletes) + len(f.inflight))
 	f.st.LastSuccess = time.Now()
 	f.st.PendingKeys = len(f.pending)
-	lasted, attempts, recovered := f.fails.succeed(f.st.LastSuccess)
+	lasted, attempts, recovered := f.fails.End(f.st.LastSuccess)
 	f.mu.Unlock()
 	if recovered {
-		logRecovered(f.cfg.Logger, "swarm flush", lasted, attempts)
+		f.cfg.Logger.Info("flush: swarm flush recovered", "failed_for", lasted, "failed_attempts", attempts)
 	}
 	f.prev, f.cur = f.cur, f.prev
 	f.full = false
@@ -215,7 +216,7 @@ func (f *Flusher) credit(now int64) {
 	for ih, c := range f.cur {
 		if base := f.credited[ih]; c.Completed > base { // a new swarm's base is 0
 			p := f.pending[ih]
-			p.n = satAdd(p.n, uint64(c.Completed-base))
+			p.n = SatAdd(p.n, uint64(c.Completed-base))
 			p.at = now
 			f.pending[ih] = p
 		}

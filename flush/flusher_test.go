@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/peertable"
 )
 
@@ -22,7 +23,7 @@ func newTable(t *testing.T, cfg peertable.Config) *peertable.Table {
 	return tb
 }
 
-func newTestFlusher(t *testing.T, s Store, tb *peertable.Table, cfg Config) *Flusher {
+func newTestFlusher(t *testing.T, s Store, tb *peertable.Table, cfg FlusherConfig) *Flusher {
 	t.Helper()
 	f, err := NewFlusher(s, tb, cfg)
 	if err != nil {
@@ -44,16 +45,16 @@ func announceTo(tb *peertable.Table, ih byte, port uint16, seeder bool, ev peert
 func TestFlusherWritesChangesOnly(t *testing.T) {
 	s := newMemStore()
 	tb := newTable(t, peertable.Config{})
-	f := newTestFlusher(t, s, tb, Config{})
+	f := newTestFlusher(t, s, tb, FlusherConfig{})
 	ctx := context.Background()
-	announceTo(tb, 1, 1, true, started)
-	announceTo(tb, 2, 1, false, started)
+	announceTo(tb, 1, 1, true, peertable.EventStarted)
+	announceTo(tb, 2, 1, false, peertable.EventStarted)
 	if err := f.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	announceTo(tb, 2, 2, false, started) // swarm 2 changes
-	announceTo(tb, 1, 1, true, stopped)  // swarm 1 empties (kept until swept)
-	announceTo(tb, 3, 1, false, started) // swarm 3 is new
+	announceTo(tb, 2, 2, false, peertable.EventStarted) // swarm 2 changes
+	announceTo(tb, 1, 1, true, peertable.EventStopped)  // swarm 1 empties (kept until swept)
+	announceTo(tb, 3, 1, false, peertable.EventStarted) // swarm 3 is new
 	if err := f.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -97,13 +98,13 @@ func TestFlusherDeletesGoneSwarms(t *testing.T) {
 		s := newMemStore()
 		tb := newTable(t, peertable.Config{PeerLifetime: time.Minute})
 		tb.Tick(time.Now())
-		f := newTestFlusher(t, s, tb, Config{})
-		announceTo(tb, 1, 1, false, started)
-		announceTo(tb, 2, 1, false, started)
+		f := newTestFlusher(t, s, tb, FlusherConfig{})
+		announceTo(tb, 1, 1, false, peertable.EventStarted)
+		announceTo(tb, 2, 1, false, peertable.EventStarted)
 		f.Flush(context.Background())
 		time.Sleep(30 * time.Second)
 		tb.Tick(time.Now())
-		announceTo(tb, 2, 1, false, none)
+		announceTo(tb, 2, 1, false, peertable.EventNone)
 		time.Sleep(50 * time.Second)
 		tb.Tick(time.Now())
 		tb.Sweep() // swarm 1 expires
@@ -123,9 +124,9 @@ func TestFlusherDeletesGoneSwarms(t *testing.T) {
 func TestFlusherRetriesAndResyncs(t *testing.T) {
 	s := newMemStore()
 	tb := newTable(t, peertable.Config{})
-	f := newTestFlusher(t, s, tb, Config{})
+	f := newTestFlusher(t, s, tb, FlusherConfig{})
 	ctx := context.Background()
-	announceTo(tb, 1, 1, false, started)
+	announceTo(tb, 1, 1, false, peertable.EventStarted)
 	s.setFail(func(string) (bool, error) { return false, errInjected })
 	if err := f.Flush(ctx); err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Fatalf("Flush with a failing store = %v, want the injected error", err)
@@ -143,7 +144,7 @@ func TestFlusherRetriesAndResyncs(t *testing.T) {
 	delete(s.processes, f.Process())
 	delete(s.swarms, f.Process())
 	s.mu.Unlock()
-	announceTo(tb, 2, 1, false, started)
+	announceTo(tb, 2, 1, false, peertable.EventStarted)
 	if err := f.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -156,9 +157,9 @@ func TestFlusherRunRemovesProcessAtShutdown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
 		tb := newTable(t, peertable.Config{})
-		f := newTestFlusher(t, s, tb, Config{})
-		announceTo(tb, 1, 1, false, started)
-		cancel, wait := background(f.Run)
+		f := newTestFlusher(t, s, tb, FlusherConfig{})
+		announceTo(tb, 1, 1, false, peertable.EventStarted)
+		cancel, wait := testenv.Background(f.Run)
 		time.Sleep(12 * time.Second)
 		synctest.Wait()
 		if got := len(s.swarmLog); got != 3 {
@@ -180,8 +181,8 @@ func TestFlusherRunRemovesProcessAtShutdown(t *testing.T) {
 // complete makes a new leecher on host port announce started and then
 // completed in swarm ih: one completed download.
 func complete(tb *peertable.Table, ih byte, port uint16) {
-	announceTo(tb, ih, port, false, started)
-	announceTo(tb, ih, port, true, completed)
+	announceTo(tb, ih, port, false, peertable.EventStarted)
+	announceTo(tb, ih, port, true, peertable.EventCompleted)
 }
 
 func TestFlusherCreditsCompletedOnce(t *testing.T) {
@@ -189,7 +190,7 @@ func TestFlusherCreditsCompletedOnce(t *testing.T) {
 	tb := newTable(t, peertable.Config{})
 	ctx := context.Background()
 	complete(tb, 1, 1) // before NewFlusher: restored, already credited
-	f := newTestFlusher(t, s, tb, Config{})
+	f := newTestFlusher(t, s, tb, FlusherConfig{})
 	complete(tb, 1, 2)
 	complete(tb, 2, 1)
 	if err := f.Flush(ctx); err != nil {
@@ -276,7 +277,7 @@ func TestFlusherCompletedSwarmGoneAndBack(t *testing.T) {
 		s := newMemStore()
 		tb := newTable(t, peertable.Config{PeerLifetime: time.Minute})
 		tb.Tick(time.Now())
-		f := newTestFlusher(t, s, tb, Config{})
+		f := newTestFlusher(t, s, tb, FlusherConfig{})
 		ctx := context.Background()
 		complete(tb, 1, 1)
 		complete(tb, 1, 2)
@@ -308,8 +309,8 @@ func TestFlusherRunBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
 		tb := newTable(t, peertable.Config{})
-		logger, logs := testLogger()
-		cfg := Config{Interval: 5 * time.Second, MaxBackoff: 8 * time.Second, Logger: logger}
+		logger, logs := testenv.Logger()
+		cfg := FlusherConfig{Interval: 5 * time.Second, MaxBackoff: 8 * time.Second, Logger: logger}
 		f := newTestFlusher(t, s, tb, cfg)
 		var attempts []time.Time
 		failUntil := time.Now().Add(time.Minute)
@@ -324,7 +325,7 @@ func TestFlusherRunBacksOff(t *testing.T) {
 			return true, nil
 		})
 		complete(tb, 1, 1)
-		cancel, wait := background(f.Run)
+		cancel, wait := testenv.Background(f.Run)
 		time.Sleep(90 * time.Second)
 		synctest.Wait()
 		cancel()
@@ -381,8 +382,8 @@ func TestFlusherShutdownCreditsCompleted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
 		tb := newTable(t, peertable.Config{})
-		f := newTestFlusher(t, s, tb, Config{})
-		cancel, wait := background(f.Run)
+		f := newTestFlusher(t, s, tb, FlusherConfig{})
+		cancel, wait := testenv.Background(f.Run)
 		synctest.Wait()
 		complete(tb, 1, 1)
 		complete(tb, 2, 1)
@@ -407,13 +408,4 @@ func TestFlusherShutdownCreditsCompleted(t *testing.T) {
 			t.Errorf("after shutdown the store holds %v, want no swarm rows", got)
 		}
 	})
-}
-
-// background runs run (a Flusher's or an Accountant's Run) until cancel
-// is called; wait returns what it returned.
-func background(run func(context.Context) error) (cancel func(), wait func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	return cancel, func() error { return <-done }
 }

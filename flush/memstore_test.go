@@ -11,8 +11,7 @@ import (
 )
 
 // memStore is an in-memory Store that behaves like the postgres driver in
-// the ways the Flusher and the Accountant depend on, with failure
-// injection.
+// the ways the Flusher depends on, with failure injection.
 type memStore struct {
 	mu sync.Mutex // guards the fields below
 	// fail, if set, is asked before each call; a non-nil error fails it.
@@ -23,10 +22,7 @@ type memStore struct {
 	swarms    map[ProcessID]map[peertable.InfoHash]peertable.Counts
 	completed map[peertable.InfoHash]uint64 // cumulative
 	ledger    map[ProcessID]uint64          // newest applied seq
-	ut        map[utKey]UserTorrentDelta
-	users     map[uint32]UserDelta
-	attempts  []AccountingBatch // every ApplyAccounting call, deep copies
-	swarmLog  []SwarmBatch      // every WriteSwarms call, deep copies
+	swarmLog  []SwarmBatch                  // every WriteSwarms call, deep copies
 }
 
 func newMemStore() *memStore {
@@ -35,8 +31,6 @@ func newMemStore() *memStore {
 		swarms:    make(map[ProcessID]map[peertable.InfoHash]peertable.Counts),
 		completed: make(map[peertable.InfoHash]uint64),
 		ledger:    make(map[ProcessID]uint64),
-		ut:        make(map[utKey]UserTorrentDelta),
-		users:     make(map[uint32]UserDelta),
 	}
 }
 
@@ -107,46 +101,10 @@ func (m *memStore) RemoveProcess(ctx context.Context, p ProcessID) error {
 	return nil
 }
 
+// ApplyAccounting is not the Flusher's: private's tests keep their own
+// store for accounting.
 func (m *memStore) ApplyAccounting(ctx context.Context, b *AccountingBatch) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cp := *b
-	cp.Torrents = slices.Clone(b.Torrents)
-	cp.Users = slices.Clone(b.Users)
-	m.attempts = append(m.attempts, cp)
-	apply, err := m.check("accounting")
-	if !apply {
-		return false, err
-	}
-	if b.Seq <= m.ledger[b.Process] {
-		return false, err
-	}
-	m.ledger[b.Process] = b.Seq
-	for _, d := range b.Torrents {
-		k := utKey{d.User, d.Torrent}
-		t := m.ut[k]
-		t.User, t.Torrent = d.User, d.Torrent
-		t.Uploaded += d.Uploaded
-		t.Downloaded += d.Downloaded
-		t.Snatches += d.Snatches
-		m.ut[k] = t
-	}
-	for _, d := range b.Users {
-		u := m.users[d.User]
-		u.User = d.User
-		u.Uploaded += d.Uploaded
-		u.Downloaded += d.Downloaded
-		u.Snatches += d.Snatches
-		m.users[d.User] = u
-	}
-	return err == nil, err
-}
-
-// totals returns copies of the applied per-user-torrent and per-user rows.
-func (m *memStore) totals() (map[utKey]UserTorrentDelta, map[uint32]UserDelta) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return maps.Clone(m.ut), maps.Clone(m.users)
+	return false, errors.New("memStore: accounting batches are not the Flusher's")
 }
 
 func (m *memStore) swarmsOf(p ProcessID) map[peertable.InfoHash]peertable.Counts {

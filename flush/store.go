@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 // A Driver is a stateless factory: Open must be safe for concurrent use,
 // and everything with state lives in the Store it returns.
 type Driver interface {
-	Open(cfg Config) (Store, error)
+	Open(cfg StoreConfig) (Store, error)
 }
 
 // A Store applies batches to the storage. Flushers and Accountants are its
@@ -149,6 +150,14 @@ type UserTorrentDelta struct {
 	CompletedAt          time.Time
 }
 
+// SatAdd adds two counters, saturating at math.MaxInt64, the storage's
+// bigint: a sum that would overflow stays at the cap instead of failing
+// its batch forever.
+func SatAdd(a, b uint64) uint64 {
+	a, b = min(a, math.MaxInt64), min(b, math.MaxInt64)
+	return min(a+b, math.MaxInt64) // a+b < 1<<64: no wrap
+}
+
 // UserDelta is the sum of a user's UserTorrentDeltas in a batch.
 type UserDelta struct {
 	User                 uint32
@@ -186,12 +195,12 @@ func Register(name string, d Driver) { drivers.Register(name, d) }
 // Drivers returns the names of the registered drivers, sorted.
 func Drivers() []string { return drivers.Names() }
 
-// migrateTimeout bounds the migration Open runs for Config.MigrateAtStart.
+// migrateTimeout bounds the migration Open runs for StoreConfig.MigrateAtStart.
 const migrateTimeout = time.Minute
 
 // Open opens a Store with the driver registered as name. With
 // cfg.MigrateAtStart it also runs Store.Migrate, and fails if that fails.
-func Open(name string, cfg Config) (Store, error) {
+func Open(name string, cfg StoreConfig) (Store, error) {
 	d, ok := drivers.Lookup(name)
 	if !ok {
 		known := Drivers()
@@ -200,9 +209,6 @@ func Open(name string, cfg Config) (Store, error) {
 			list = strings.Join(known, ", ")
 		}
 		return nil, fmt.Errorf("flush: unknown driver %q (known: %s)", name, list)
-	}
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
 	}
 	s, err := d.Open(cfg)
 	if err != nil {

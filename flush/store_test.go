@@ -1,6 +1,7 @@
 package flush
 
 import (
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -10,24 +11,21 @@ import (
 
 type memDriver struct{ s *memStore }
 
-func (d memDriver) Open(cfg Config) (Store, error) { return d.s, nil }
+func (d memDriver) Open(cfg StoreConfig) (Store, error) { return d.s, nil }
 
 func TestRegistry(t *testing.T) {
-	if _, err := Open("nosuch", Config{}); err == nil || !strings.Contains(err.Error(), `"nosuch"`) || !strings.Contains(err.Error(), "known:") {
+	if _, err := Open("nosuch", StoreConfig{}); err == nil || !strings.Contains(err.Error(), `"nosuch"`) || !strings.Contains(err.Error(), "known:") {
 		t.Errorf(`Open("nosuch") = %v, want an error naming it and the known drivers`, err)
 	}
 	if !slices.Contains(Drivers(), "mem-test") { // -count > 1 runs this again
 		Register("mem-test", memDriver{newMemStore()})
 	}
-	if _, err := Open("nosuch", Config{}); err == nil || !strings.Contains(err.Error(), "mem-test") {
+	if _, err := Open("nosuch", StoreConfig{}); err == nil || !strings.Contains(err.Error(), "mem-test") {
 		t.Errorf(`Open("nosuch") = %v, want an error listing mem-test`, err)
 	}
-	s, err := Open("mem-test", Config{MigrateAtStart: true})
+	s, err := Open("mem-test", StoreConfig{DSN: "mem", MigrateAtStart: true})
 	if err != nil || s == nil {
 		t.Errorf(`Open("mem-test") = %v, %v; want a store`, s, err)
-	}
-	if _, err := Open("mem-test", Config{Interval: -1}); err == nil || !strings.Contains(err.Error(), "Interval") {
-		t.Errorf("Open with Interval -1 = %v, want an error naming Interval", err)
 	}
 	for name, d := range map[string]Driver{"mem-test": memDriver{}, "nil": nil} {
 		func() {
@@ -41,27 +39,28 @@ func TestRegistry(t *testing.T) {
 	}
 }
 
-func TestConfigDefaults(t *testing.T) {
-	var c Config
+func TestFlusherConfigDefaults(t *testing.T) {
+	var c FlusherConfig
 	if err := c.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
 	if c.Interval != 5*time.Second || c.StaleAfter != 30*time.Second || c.ShutdownTimeout != 10*time.Second ||
-		c.MaxBackoff != time.Minute || c.PeerLifetime != 31*time.Minute || c.Timeout != 30*time.Second {
+		c.MaxBackoff != time.Minute || c.Timeout != 30*time.Second {
 		t.Errorf("defaults = %+v", c)
 	}
 	bad := []struct {
-		c     Config
+		c     FlusherConfig
 		field string
 	}{
-		{Config{Interval: time.Millisecond}, "Interval"},
-		{Config{Interval: 10 * time.Second, StaleAfter: 15 * time.Second}, "StaleAfter"},
-		{Config{MaxBackoff: -1}, "MaxBackoff"},
-		{Config{ShutdownTimeout: -1}, "ShutdownTimeout"},
-		{Config{PeerLifetime: time.Millisecond}, "PeerLifetime"},
+		{FlusherConfig{Interval: time.Millisecond}, "Interval"},
+		{FlusherConfig{Interval: -1}, "Interval"},
+		{FlusherConfig{Interval: 10 * time.Second, StaleAfter: 15 * time.Second}, "StaleAfter"},
+		{FlusherConfig{MaxBackoff: -1}, "MaxBackoff"},
+		{FlusherConfig{ShutdownTimeout: -1}, "ShutdownTimeout"},
+		{FlusherConfig{Timeout: -1}, "Timeout"},
 	}
 	for _, tt := range bad {
-		if err := tt.c.setDefaults(); err == nil || !strings.Contains(err.Error(), tt.field) {
+		if err := tt.c.setDefaults(); err == nil || !strings.Contains(err.Error(), "FlusherConfig."+tt.field) {
 			t.Errorf("setDefaults(%+v) = %v, want an error naming %s", tt.c, err, tt.field)
 		}
 	}
@@ -74,5 +73,20 @@ func TestProcessID(t *testing.T) {
 	}
 	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(a.String()) {
 		t.Errorf("ProcessID.String() = %q, want a version 4 UUID", a)
+	}
+}
+
+func TestSatAdd(t *testing.T) {
+	tests := []struct{ a, b, want uint64 }{
+		{1, 2, 3},
+		{math.MaxInt64 - 1, 1, math.MaxInt64},
+		{math.MaxInt64, 1, math.MaxInt64},
+		{1, math.MaxUint64, math.MaxInt64},
+		{math.MaxUint64, 0, math.MaxInt64},
+	}
+	for _, tt := range tests {
+		if got := SatAdd(tt.a, tt.b); got != tt.want {
+			t.Errorf("SatAdd(%d, %d) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
 	}
 }

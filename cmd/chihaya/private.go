@@ -7,14 +7,16 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/chihaya/chihaya/flush/postgres"
+	"github.com/chihaya/chihaya/flush"
+	"github.com/chihaya/chihaya/private"
 )
 
 // PrivateConfig is the [private] section: passkeys, registered torrents
-// and allowed clients from the web application's PostgreSQL (the same
-// database as [storage]), and per-user statistics back into it.
+// and allowed clients from the web application's database (the same one
+// as [storage]), and per-user statistics back into it.
 type PrivateConfig struct {
-	// Enabled turns private mode on; it needs storage.driver "postgres".
+	// Enabled turns private mode on; it needs a storage driver that can
+	// serve private mode, such as "postgres".
 	Enabled bool `toml:"enabled"`
 	// UsersTable, TorrentsTable and ClientsTable name the relations the
 	// tracker reads (tables or views, optionally schema-qualified).
@@ -27,16 +29,13 @@ type PrivateConfig struct {
 	ReloadEvery Duration `toml:"reload_every"`
 }
 
-// rules is private mode's view of the web application.
-type rules = postgres.Rules
-
 func (c *Config) checkPrivate() error {
 	p := &c.Private
 	if !p.Enabled {
 		return nil
 	}
-	if c.Storage.Driver != "postgres" {
-		return errors.New("key private.enabled: private mode reads users and torrents from PostgreSQL; set storage.driver = \"postgres\" and storage.dsn")
+	if !c.storageOn() {
+		return errors.New("key private.enabled: private mode reads users and torrents from the storage; set storage.driver (such as \"postgres\") and storage.dsn")
 	}
 	if d := time.Duration(p.ReloadEvery); d != 0 && d < time.Second {
 		return fmt.Errorf("key private.reload_every: %v is too short (at least 1s; 0 means 5m)", d)
@@ -44,10 +43,9 @@ func (c *Config) checkPrivate() error {
 	return nil
 }
 
-func (c *Config) rules(log *slog.Logger) postgres.RulesConfig {
+func (c *Config) rules(log *slog.Logger) private.RulesConfig {
 	p := &c.Private
-	return postgres.RulesConfig{
-		DSN:           string(c.Storage.DSN),
+	return private.RulesConfig{
 		UsersTable:    p.UsersTable,
 		TorrentsTable: p.TorrentsTable,
 		ClientsTable:  p.ClientsTable,
@@ -57,14 +55,18 @@ func (c *Config) rules(log *slog.Logger) postgres.RulesConfig {
 	}
 }
 
-// openRules loads every user, torrent and client rule before the daemon
-// serves: private mode cannot admit anyone it has not read. A database
-// that does not answer within a minute, or that lacks the relations of
-// the contract, stops start-up with the reason.
-func openRules(ctx context.Context, cfg Config, log *slog.Logger) (*rules, error) {
+// openRules loads every user, torrent and client rule from store before
+// the daemon serves: private mode cannot admit anyone it has not read. A
+// driver that cannot serve private mode, a database that does not answer
+// within a minute, or one that lacks the relations of the contract stops
+// start-up with the reason.
+func openRules(ctx context.Context, store flush.Store, cfg Config, log *slog.Logger) (*private.Source, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	r, err := postgres.LoadRules(ctx, cfg.rules(log))
+	r, err := private.LoadRules(ctx, store, cfg.rules(log))
+	if errors.Is(err, private.ErrNoRules) {
+		return nil, fmt.Errorf("key storage.driver: driver %q cannot serve private mode's users, torrents and clients; use one that can, such as \"postgres\", or set private.enabled = false", cfg.Storage.Driver)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("loading users, torrents and clients: %w", err)
 	}

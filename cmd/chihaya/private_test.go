@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/httpcompat/bencodetest"
 	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/peertable"
@@ -193,5 +195,42 @@ func TestPrivateMode(t *testing.T) {
 	}
 	if n := uploaded(); n != 1500 {
 		t.Errorf("after a graceful stop, user 1 uploaded %d bytes, want 1500", n)
+	}
+}
+
+// publicOnlyStore is the Store of a driver that can keep statistics but
+// cannot serve private mode: it is not a private.RulesLoader.
+type publicOnlyStore struct{ flush.Store }
+
+func (publicOnlyStore) Close() error { return nil }
+
+type publicOnlyDriver struct{}
+
+func (publicOnlyDriver) Open(flush.StoreConfig) (flush.Store, error) { return publicOnlyStore{}, nil }
+
+// TestPrivateModeNeedsARulesDriver: private mode on a storage driver that
+// cannot serve rules stops start-up with a message naming the key and the
+// driver, before anything is served.
+func TestPrivateModeNeedsARulesDriver(t *testing.T) {
+	if !slices.Contains(flush.Drivers(), "public-only-test") { // -count > 1 runs this again
+		flush.Register("public-only-test", publicOnlyDriver{})
+	}
+	var cfg Config
+	cfg.UDP.Addrs = []string{"127.0.0.1:0"}
+	cfg.HTTP.Addrs = []string{"127.0.0.1:0"}
+	cfg.Admin.Disabled = true
+	cfg.Storage.Driver = "public-only-test"
+	cfg.Storage.DSN = "unused"
+	cfg.Private.Enabled = true
+	if err := cfg.check(); err != nil {
+		t.Fatalf("check: %v (the capability is known only once the store is open)", err)
+	}
+	d, err := start(cfg, slog.New(slog.DiscardHandler))
+	if err == nil {
+		d.close()
+		t.Fatal("start succeeded in private mode on a driver that cannot serve rules")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "storage.driver") || !strings.Contains(msg, `"public-only-test"`) || !strings.Contains(msg, "private mode") {
+		t.Errorf("start = %v, want an error naming storage.driver, the driver and private mode", err)
 	}
 }

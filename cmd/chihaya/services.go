@@ -15,6 +15,7 @@ import (
 	"github.com/chihaya/chihaya/conncache"
 	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/private"
 	"github.com/chihaya/chihaya/tracker"
 )
 
@@ -123,15 +124,29 @@ func (c *Config) conncache(log *slog.Logger) conncache.Config {
 	}
 }
 
-func (c *Config) flush(log *slog.Logger) flush.Config {
-	return flush.Config{
-		DSN:             string(c.Storage.DSN),
+func (c *Config) store() flush.StoreConfig {
+	return flush.StoreConfig{DSN: string(c.Storage.DSN), MigrateAtStart: c.Storage.MigrateAtStart}
+}
+
+func (c *Config) flusher(log *slog.Logger) flush.FlusherConfig {
+	return flush.FlusherConfig{
 		Interval:        time.Duration(c.Storage.FlushInterval),
 		Timeout:         time.Duration(c.Storage.FlushTimeout),
 		ShutdownTimeout: c.shutdownTimeout() / 2,
 		MaxBackoff:      time.Duration(c.Storage.MaxBackoff),
-		MigrateAtStart:  c.Storage.MigrateAtStart,
 		StaleAfter:      time.Duration(c.Storage.StaleAfter),
+		Logger:          log,
+	}
+}
+
+// accountant takes the [storage] flush keys: private mode's statistics
+// go to the same database, at the same pace, as the swarm counts.
+func (c *Config) accountant(log *slog.Logger) private.AccountantConfig {
+	return private.AccountantConfig{
+		Interval:        time.Duration(c.Storage.FlushInterval),
+		Timeout:         time.Duration(c.Storage.FlushTimeout),
+		ShutdownTimeout: c.shutdownTimeout() / 2,
+		MaxBackoff:      time.Duration(c.Storage.MaxBackoff),
 		PeerLifetime:    c.peertable().PeerLifetime,
 		Logger:          log,
 	}
@@ -144,9 +159,9 @@ func runMigrate(cfg Config, stdout io.Writer) error {
 	if !cfg.storageOn() {
 		return errors.New("migrate: no storage configured; set storage.driver and storage.dsn in the -config file")
 	}
-	fc := cfg.flush(nil)
-	fc.MigrateAtStart = false
-	store, err := flush.Open(cfg.Storage.Driver, fc)
+	sc := cfg.store()
+	sc.MigrateAtStart = false
+	store, err := flush.Open(cfg.Storage.Driver, sc)
 	if err != nil {
 		return fmt.Errorf("migrate: [storage]: %w", err)
 	}
@@ -166,8 +181,8 @@ type services struct {
 	mirror     *conncache.Mirror
 	store      flush.Store
 	flusher    *flush.Flusher
-	accountant *flush.Accountant
-	rules      *rules // private mode; nil when public
+	accountant *private.Accountant
+	rules      *private.Source // private mode; nil when public
 }
 
 // openServices connects what cfg configures and returns the table the
@@ -196,15 +211,15 @@ func openServices(ctx context.Context, cfg Config, log *slog.Logger) (*peertable
 		h.Mirror, h.Remote = mirror, mirror.Remote()
 	}
 	if cfg.storageOn() {
-		s.store, err = flush.Open(cfg.Storage.Driver, cfg.flush(log))
+		s.store, err = flush.Open(cfg.Storage.Driver, cfg.store())
 		if err != nil {
 			s.close()
 			return nil, h, nil, fmt.Errorf("[storage]: %w", err)
 		}
 	}
 	if cfg.Private.Enabled {
-		if s.rules, err = openRules(ctx, cfg, log); err == nil {
-			s.accountant, err = flush.NewAccountant(s.store, cfg.flush(log))
+		if s.rules, err = openRules(ctx, s.store, cfg, log); err == nil {
+			s.accountant, err = private.NewAccountant(s.store, cfg.accountant(log))
 		}
 		if err != nil {
 			s.close()
@@ -221,7 +236,7 @@ func (s *services) afterRestore(cfg Config, table *peertable.Table, log *slog.Lo
 	if s.store == nil {
 		return nil
 	}
-	f, err := flush.NewFlusher(s.store, table, cfg.flush(log))
+	f, err := flush.NewFlusher(s.store, table, cfg.flusher(log))
 	if err != nil {
 		return fmt.Errorf("[storage]: %w", err)
 	}

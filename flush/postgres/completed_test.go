@@ -56,7 +56,7 @@ func stop(t *testing.T, f *flush.Flusher) {
 
 func newFlusher(t *testing.T, s flush.Store, tb *peertable.Table) *flush.Flusher {
 	t.Helper()
-	f, err := flush.NewFlusher(s, tb, flush.Config{Timeout: 5 * time.Second, Logger: quiet})
+	f, err := flush.NewFlusher(s, tb, flush.FlusherConfig{Timeout: 5 * time.Second, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

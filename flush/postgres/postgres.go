@@ -16,6 +16,11 @@
 // rows in the same order. Sums saturate at 2^63 - 1 rather than failing,
 // so no batch can be refused forever.
 //
+// Its Store is also a private.RulesLoader: private mode reads the web
+// application's users, torrents and allowed clients from the same
+// database (rules.go), following changes through LISTEN/NOTIFY on a
+// connection of its own.
+//
 // The tracker's tables are created by Migrate from SQL files embedded in
 // the binary (migrations/*.sql), recorded in chihaya_schema_migrations.
 // The Store is safe for concurrent use.
@@ -33,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/chihaya/chihaya/flush"
+	"github.com/chihaya/chihaya/private"
 )
 
 func init() { flush.Register("postgres", Driver{}) }
@@ -41,9 +47,9 @@ func init() { flush.Register("postgres", Driver{}) }
 type Driver struct{}
 
 // Open returns a Store for cfg.DSN without connecting.
-func (Driver) Open(cfg flush.Config) (flush.Store, error) {
+func (Driver) Open(cfg flush.StoreConfig) (flush.Store, error) {
 	if cfg.DSN == "" {
-		return nil, errors.New("postgres: Config.DSN is empty")
+		return nil, errors.New("postgres: StoreConfig.DSN is empty")
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
@@ -56,6 +62,8 @@ func (Driver) Open(cfg flush.Config) (flush.Store, error) {
 	return &store{pool: pool}, nil
 }
 
+// store is a flush.Store, and a private.RulesLoader: the web
+// application's PostgreSQL serves private mode too.
 type store struct {
 	pool *pgxpool.Pool
 
@@ -65,6 +73,8 @@ type store struct {
 	beforeCommit func(op string)
 	afterCommit  func(op string, err error) error
 }
+
+var _ private.RulesLoader = (*store)(nil)
 
 func (s *store) Close() error {
 	s.pool.Close()

@@ -15,13 +15,14 @@ import (
 	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/private"
 	"github.com/chihaya/chihaya/tracker"
 )
 
 // open returns a migrated store on dsn, closed at cleanup.
 func open(t testing.TB, dsn string) *store {
 	t.Helper()
-	s, err := Driver{}.Open(flush.Config{DSN: dsn})
+	s, err := Driver{}.Open(flush.StoreConfig{DSN: dsn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +56,10 @@ func connect(t testing.TB, dsn string) *pgx.Conn {
 }
 
 func TestOpenRegistered(t *testing.T) {
-	if _, err := flush.Open("postgres", flush.Config{}); err == nil {
+	if _, err := flush.Open("postgres", flush.StoreConfig{}); err == nil {
 		t.Error(`Open("postgres") without a DSN succeeded`)
 	}
-	s, err := flush.Open("postgres", flush.Config{DSN: "postgres://nobody@127.0.0.1:1/x"})
+	s, err := flush.Open("postgres", flush.StoreConfig{DSN: "postgres://nobody@127.0.0.1:1/x"})
 	if err != nil {
 		t.Fatalf("Open with an unreachable server = %v, want a lazy store", err)
 	}
@@ -108,7 +109,7 @@ func TestMigrateConcurrent(t *testing.T) {
 	const n = 6
 	stores := make([]flush.Store, n)
 	for i := range stores {
-		s, err := Driver{}.Open(flush.Config{DSN: dsn})
+		s, err := Driver{}.Open(flush.StoreConfig{DSN: dsn})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +178,7 @@ func request(peer byte, key uint32, v6 bool, up, down, left uint64, ev peertable
 func TestAccountingRows(t *testing.T) {
 	dsn := testenv.Database(t)
 	s := open(t, dsn)
-	a, err := flush.NewAccountant(s, flush.Config{})
+	a, err := private.NewAccountant(s, private.AccountantConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestAccountingOutage(t *testing.T) {
 	open(t, dsn) // migrate directly
 	pdsn, proxy := viaProxy(t, dsn)
 	s := open(t, pdsn)
-	a, err := flush.NewAccountant(s, flush.Config{Timeout: 5 * time.Second})
+	a, err := private.NewAccountant(s, private.AccountantConfig{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,12 +372,12 @@ func TestTwoProcesses(t *testing.T) {
 	dsn := testenv.Database(t)
 	ctx := context.Background()
 	t1, t2 := newTable(t), newTable(t)
-	f1, err := flush.NewFlusher(open(t, dsn), t1, flush.Config{})
+	f1, err := flush.NewFlusher(open(t, dsn), t1, flush.FlusherConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s2 := open(t, dsn)
-	f2, err := flush.NewFlusher(s2, t2, flush.Config{})
+	f2, err := flush.NewFlusher(s2, t2, flush.FlusherConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +440,7 @@ func TestFlusherOutage(t *testing.T) {
 	open(t, dsn)
 	pdsn, proxy := viaProxy(t, dsn)
 	tb := newTable(t)
-	f, err := flush.NewFlusher(open(t, pdsn), tb, flush.Config{Timeout: 5 * time.Second})
+	f, err := flush.NewFlusher(open(t, pdsn), tb, flush.FlusherConfig{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

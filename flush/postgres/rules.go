@@ -6,131 +6,48 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/chihaya/chihaya/internal/backoff"
+	"github.com/chihaya/chihaya/private"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/chihaya/chihaya/flush"
 )
-
-// RulesConfig says where the web application keeps private mode's rules.
-// The relations must have the columns of flush/schema/webapp.sql:
-//
-//	users(id integer, passkey text, enabled boolean, can_download boolean)
-//	torrents(id integer, info_hash bytea, info_hash_v2 bytea, allowed boolean)
-//	allowed_clients(peer_id_prefix bytea)
-//
-// Column names are fixed; relation names are configurable so that they
-// may be views over the web application's own tables. NULL booleans read
-// as false. Rows that break the contract (a passkey that is not 32
-// bytes, a negative id, a hash of the wrong length) are skipped, logged
-// and counted in Errors.
-type RulesConfig struct {
-	// DSN is a PostgreSQL URL or keyword=value string, as for Config.DSN.
-	// Required.
-	DSN string
-
-	// UsersTable, TorrentsTable and ClientsTable name the relations,
-	// optionally schema-qualified ("app.users"). Zero values mean
-	// "users", "torrents" and "allowed_clients".
-	UsersTable    string
-	TorrentsTable string
-	ClientsTable  string
-
-	// Channel is the LISTEN channel the web application's triggers
-	// notify. Zero means "chihaya_rules".
-	Channel string
-
-	// ReloadEvery is how often everything is reloaded, as a backstop for
-	// lost notifications. Zero means 5 minutes; it must be at least a
-	// second.
-	ReloadEvery time.Duration
-
-	// Timeout bounds one load: a full reload or one batch of rows. Zero
-	// means 1 minute.
-	Timeout time.Duration
-
-	// MaxBackoff caps the wait between attempts to reconnect the listener
-	// or to repeat a failed load; the wait starts at 100ms and doubles,
-	// with jitter. Zero means 30 seconds.
-	MaxBackoff time.Duration
-
-	// Logger receives a line per state change (listener lost and back,
-	// loads failing and recovered) and per skipped row. Nil means
-	// slog.Default().
-	Logger *slog.Logger
-}
-
-func (c *RulesConfig) setDefaults() error {
-	if c.UsersTable == "" {
-		c.UsersTable = "users"
-	}
-	if c.TorrentsTable == "" {
-		c.TorrentsTable = "torrents"
-	}
-	if c.ClientsTable == "" {
-		c.ClientsTable = "allowed_clients"
-	}
-	if c.Channel == "" {
-		c.Channel = "chihaya_rules"
-	}
-	if c.ReloadEvery == 0 {
-		c.ReloadEvery = 5 * time.Minute
-	}
-	if c.Timeout == 0 {
-		c.Timeout = time.Minute
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 30 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	switch {
-	case c.DSN == "":
-		return errors.New("postgres: RulesConfig.DSN is empty")
-	case c.ReloadEvery < time.Second:
-		return fmt.Errorf("postgres: RulesConfig.ReloadEvery %v is under a second", c.ReloadEvery)
-	case c.Timeout < 0:
-		return fmt.Errorf("postgres: RulesConfig.Timeout %v is negative", c.Timeout)
-	case c.MaxBackoff < 0:
-		return fmt.Errorf("postgres: RulesConfig.MaxBackoff %v is negative", c.MaxBackoff)
-	}
-	return nil
-}
 
 // relation quotes a possibly schema-qualified relation name.
 func relation(name string) string { return pgx.Identifier(strings.Split(name, ".")).Sanitize() }
 
-const rulesInitialBackoff = 100 * time.Millisecond
+// rulesBackoff is the retry rule of the listener and of failed loads.
+func rulesBackoff(c *private.RulesConfig) backoff.Backoff {
+	return backoff.Backoff{Initial: 100 * time.Millisecond, Max: c.MaxBackoff}
+}
 
 // rulesMaxPending is how many changed rows may wait to be loaded one by
 // one; past it the pending rows are dropped for one full reload.
 const rulesMaxPending = 10_000
 
-// Rules is a flush.Rules kept equal to the web application's tables: it
-// is loaded in full by LoadRules, follows row changes through
+// rulesFeed keeps a private.Rules equal to the web application's tables:
+// it is loaded in full by LoadRules, follows row changes through
 // LISTEN/NOTIFY while Run runs, and reloads in full every ReloadEvery and
 // after the listener reconnects, since notifications sent while it was
-// away are lost. Use it as the tracker's Authorizer.
+// away are lost.
 //
 // Changes are applied in the order their notifications arrive, by one
 // goroutine that reads each changed row as committed: a row missing from
 // its relation is forgotten, so its passkey or hash is refused. Bursts of
 // notifications are coalesced into one query per relation.
 //
-// Stats and Health are safe for concurrent use, as is Authorize.
-type Rules struct {
-	*flush.Rules
+// FeedStats and Health are safe for concurrent use. Queries use the
+// Store's pool; the listener has a connection of its own.
+type rulesFeed struct {
+	rules *private.Rules
 
-	cfg     RulesConfig
+	cfg     private.RulesConfig
 	log     *slog.Logger
 	pool    *pgxpool.Pool
 	connCfg *pgx.ConnConfig // the pool's, without pool_* settings: for the listener
@@ -158,7 +75,7 @@ type rulesSQL struct {
 	listen                   string
 }
 
-func newRulesSQL(c *RulesConfig) rulesSQL {
+func newRulesSQL(c *private.RulesConfig) rulesSQL {
 	u := "SELECT id, passkey, coalesce(enabled, false), coalesce(can_download, false) FROM " + relation(c.UsersTable)
 	t := "SELECT id, info_hash, info_hash_v2, coalesce(allowed, false) FROM " + relation(c.TorrentsTable)
 	return rulesSQL{
@@ -171,38 +88,26 @@ func newRulesSQL(c *RulesConfig) rulesSQL {
 	}
 }
 
-// LoadRules connects to cfg.DSN, starts listening on cfg.Channel and
-// loads every user, torrent and client prefix, so that the Rules it
-// returns are complete before the tracker serves its first announce. It
-// fails, naming the relation or column, if the database does not meet the
-// contract of RulesConfig. Call Run to keep the rules fresh and Close
-// when done.
-func LoadRules(ctx context.Context, cfg RulesConfig) (*Rules, error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: rules: parse DSN: %w", err)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: rules: %w", err)
-	}
-	r := &Rules{
-		Rules:   flush.NewRules(),
+// LoadRules implements private.RulesLoader: it starts listening on
+// cfg.Channel and loads every user, torrent and client prefix into into,
+// so that the rules are complete before the tracker serves its first
+// announce. It fails, naming the relation or column, if the database does
+// not meet the contract of private.RulesConfig.
+func (s *store) LoadRules(ctx context.Context, into *private.Rules, cfg private.RulesConfig) (private.RulesFeed, error) {
+	r := &rulesFeed{
+		rules:   into,
 		cfg:     cfg,
 		log:     cfg.Logger,
-		pool:    pool,
-		connCfg: pcfg.ConnConfig,
+		pool:    s.pool,
+		connCfg: s.pool.Config().ConnConfig,
 		sql:     newRulesSQL(&cfg),
 		q:       rulesQueue{wake: make(chan struct{}, 1)},
 	}
 	// Listen before loading, so a change committed during the load is
 	// notified and applied after it.
+	var err error
 	r.listen, err = r.connectListener(ctx)
 	if err != nil {
-		pool.Close()
 		return nil, err
 	}
 	r.listenErr.Store(&listenState{since: time.Now()})
@@ -210,13 +115,14 @@ func LoadRules(ctx context.Context, cfg RulesConfig) (*Rules, error) {
 		r.Close()
 		return nil, err
 	}
-	s := r.Stats()
-	r.log.Info("rules loaded", "users", s.Users, "torrents", s.Torrents, "clients", s.Clients)
+	st := into.Stats()
+	r.log.Info("rules loaded", "users", st.Users, "torrents", st.Torrents, "clients", st.Clients)
 	return r, nil
 }
 
-// Close releases the connections. Call it after Run has returned.
-func (r *Rules) Close() {
+// Close releases the listener's connection; the pool is the Store's.
+// Call it after Run has returned.
+func (r *rulesFeed) Close() {
 	r.mu.Lock()
 	c := r.listen
 	r.listen = nil
@@ -224,7 +130,6 @@ func (r *Rules) Close() {
 	if c != nil {
 		closeConn(c)
 	}
-	r.pool.Close()
 }
 
 func closeConn(c *pgx.Conn) {
@@ -233,13 +138,10 @@ func closeConn(c *pgx.Conn) {
 	c.Close(ctx)
 }
 
-// Stats returns the counts of rows held and of loads, notifications and
-// errors since LoadRules.
-func (r *Rules) Stats() flush.RulesStats {
-	s := r.Rules.Stats()
-	s.Reloads = r.reloads.Load()
-	s.Notifications = r.notifications.Load()
-	s.Errors = r.errs.Load()
+// FeedStats returns the counts of loads, notifications and errors since
+// LoadRules.
+func (r *rulesFeed) FeedStats() private.FeedStats {
+	s := private.FeedStats{Reloads: r.reloads.Load(), Notifications: r.notifications.Load(), Errors: r.errs.Load()}
 	if ns := r.lastReload.Load(); ns != 0 {
 		s.LastReload = time.Unix(0, ns)
 	}
@@ -249,7 +151,7 @@ func (r *Rules) Stats() flush.RulesStats {
 // Health returns nil while the listener is connected, and otherwise an
 // error saying since when it is not and why. While it is not, changes
 // wait for the next successful reconnection, which reloads everything.
-func (r *Rules) Health() error {
+func (r *rulesFeed) Health() error {
 	s := r.listenErr.Load()
 	if s == nil || s.err == nil {
 		return nil
@@ -257,7 +159,7 @@ func (r *Rules) Health() error {
 	return fmt.Errorf("rules listener down since %s: %w", s.since.UTC().Format(time.RFC3339), s.err)
 }
 
-func (r *Rules) setListenErr(err error) {
+func (r *rulesFeed) setListenErr(err error) {
 	old := r.listenErr.Load()
 	if old != nil && (old.err == nil) == (err == nil) {
 		return // same state; logged when it began
@@ -270,7 +172,7 @@ func (r *Rules) setListenErr(err error) {
 	}
 }
 
-func (r *Rules) connectListener(ctx context.Context) (*pgx.Conn, error) {
+func (r *rulesFeed) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	c, err := pgx.ConnectConfig(ctx, r.connCfg.Copy())
@@ -286,9 +188,9 @@ func (r *Rules) connectListener(ctx context.Context) (*pgx.Conn, error) {
 
 // Run keeps the rules fresh until ctx is done, then returns nil. It
 // returns an error only if called twice.
-func (r *Rules) Run(ctx context.Context) error {
+func (r *rulesFeed) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
-		return errors.New("postgres: Rules.Run called twice")
+		return errors.New("postgres: rules feed Run called twice")
 	}
 	r.mu.Lock()
 	conn := r.listen
@@ -306,11 +208,11 @@ func (r *Rules) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(r.cfg.ReloadEvery)
 	defer tick.Stop()
-	backoff := time.Duration(0) // nonzero while loads fail
+	fails := rulesBackoff(&r.cfg) // failing while loads fail
 	var retry <-chan time.Time
 	for {
 		wake, ticks := r.q.wake, tick.C
-		if backoff > 0 {
+		if fails.Failing() {
 			wake, ticks = nil, nil // wait for retry
 		}
 		select {
@@ -332,38 +234,28 @@ func (r *Rules) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			r.errs.Add(1)
-			if backoff == 0 {
+			if !fails.Failing() {
 				r.log.Warn("rules: load failed; retrying with a full reload", "err", err)
-				backoff = rulesInitialBackoff
-			} else {
-				backoff = min(2*backoff, r.cfg.MaxBackoff)
 			}
 			r.q.requestFull() // what p asked for, and whatever the failure hid
-			retry = time.After(jitter(backoff))
-		case backoff > 0:
+			retry = time.After(fails.Next())
+		case fails.Failing():
 			r.log.Info("rules: loads recovered")
-			backoff, retry = 0, nil
+			fails.Reset()
+			retry = nil
 		}
 	}
 }
 
-// jitter returns a duration in [d/2, d).
-func jitter(d time.Duration) time.Duration {
-	if d < 2 {
-		return d
-	}
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)))
-}
-
 // listenLoop waits for notifications on conn, reconnecting when it
 // breaks, until ctx is done. conn may be nil.
-func (r *Rules) listenLoop(ctx context.Context, conn *pgx.Conn) {
+func (r *rulesFeed) listenLoop(ctx context.Context, conn *pgx.Conn) {
 	defer func() {
 		if conn != nil {
 			closeConn(conn)
 		}
 	}()
-	backoff := rulesInitialBackoff
+	retry := rulesBackoff(&r.cfg)
 	for {
 		if conn == nil {
 			c, err := r.connectListener(ctx)
@@ -373,17 +265,17 @@ func (r *Rules) listenLoop(ctx context.Context, conn *pgx.Conn) {
 				}
 				r.errs.Add(1)
 				r.setListenErr(err)
-				t := time.NewTimer(jitter(backoff))
+				t := time.NewTimer(retry.Next())
 				select {
 				case <-ctx.Done():
 					t.Stop()
 					return
 				case <-t.C:
 				}
-				backoff = min(2*backoff, r.cfg.MaxBackoff)
 				continue
 			}
-			conn, backoff = c, rulesInitialBackoff
+			conn = c
+			retry.Reset()
 			r.setListenErr(nil)
 			r.q.requestFull() // notifications sent while away are lost
 		}
@@ -479,17 +371,17 @@ func (q *rulesQueue) take() pending {
 }
 
 // apply loads what p asks for and applies it.
-func (r *Rules) apply(ctx context.Context, p pending) error {
+func (r *rulesFeed) apply(ctx context.Context, p pending) error {
 	if p.full {
 		return r.reload(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	var users []flush.User
-	var torrents []flush.Torrent
+	var users []private.User
+	var torrents []private.Torrent
 	var clients [][]byte
 	if len(p.users) > 0 {
-		err := r.readUsers(ctx, r.pool, r.sql.usersByID, ids(p.users), func(u flush.User, err error) {
+		err := r.readUsers(ctx, r.pool, r.sql.usersByID, ids(p.users), func(u private.User, err error) {
 			if r.skip(err) {
 				u.Passkey = bytes.Clone(u.Passkey)
 				users = append(users, u)
@@ -500,7 +392,7 @@ func (r *Rules) apply(ctx context.Context, p pending) error {
 		}
 	}
 	if len(p.torrents) > 0 {
-		err := r.readTorrents(ctx, r.pool, r.sql.torrentsByID, ids(p.torrents), func(t flush.Torrent, err error) {
+		err := r.readTorrents(ctx, r.pool, r.sql.torrentsByID, ids(p.torrents), func(t private.Torrent, err error) {
 			if r.skip(err) {
 				t.InfoHash, t.InfoHashV2 = bytes.Clone(t.InfoHash), bytes.Clone(t.InfoHashV2)
 				torrents = append(torrents, t)
@@ -516,7 +408,7 @@ func (r *Rules) apply(ctx context.Context, p pending) error {
 			return err
 		}
 	}
-	r.Edit(func(e *flush.RulesEdit) {
+	r.rules.Edit(func(e *private.RulesEdit) {
 		// Rows asked for and not found are gone: forget them.
 		for id := range p.users {
 			e.RemoveUser(id)
@@ -548,7 +440,7 @@ func ids(m map[uint32]struct{}) []int64 {
 // skip counts and logs a row that breaks the contract, and reports
 // whether err is nil. Full reloads count and log such rows themselves,
 // once per reload.
-func (r *Rules) skip(err error) bool {
+func (r *rulesFeed) skip(err error) bool {
 	if err == nil {
 		return true
 	}
@@ -559,7 +451,7 @@ func (r *Rules) skip(err error) bool {
 
 // reload reads every relation in one read-only snapshot and replaces the
 // rules with what it read. Rows are added to the new set as they arrive.
-func (r *Rules) reload(ctx context.Context) error {
+func (r *rulesFeed) reload(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	tx, err := r.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
@@ -568,8 +460,8 @@ func (r *Rules) reload(ctx context.Context) error {
 	}
 	defer tx.Rollback(context.Background())
 
-	set := flush.NewRuleSet()
-	set.SizeLike(r.Rules)
+	set := private.NewRuleSet()
+	set.SizeLike(r.rules)
 	e := set.Edit()
 	var skipped uint64
 	var firstSkip error
@@ -581,7 +473,7 @@ func (r *Rules) reload(ctx context.Context) error {
 			skipped++
 		}
 	}
-	err = r.readUsers(ctx, tx, r.sql.users, nil, func(u flush.User, err error) {
+	err = r.readUsers(ctx, tx, r.sql.users, nil, func(u private.User, err error) {
 		if err == nil {
 			err = e.SetUser(u)
 		}
@@ -590,7 +482,7 @@ func (r *Rules) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = r.readTorrents(ctx, tx, r.sql.torrents, nil, func(t flush.Torrent, err error) {
+	err = r.readTorrents(ctx, tx, r.sql.torrents, nil, func(t private.Torrent, err error) {
 		if err == nil {
 			err = e.SetTorrent(t)
 		}
@@ -604,7 +496,7 @@ func (r *Rules) reload(ctx context.Context) error {
 		return err
 	}
 	e.SetClients(clients)
-	r.Replace(set)
+	r.rules.Replace(set)
 
 	r.reloads.Add(1)
 	r.lastReload.Store(time.Now().UnixNano())
@@ -612,7 +504,7 @@ func (r *Rules) reload(ctx context.Context) error {
 		r.errs.Add(skipped)
 		r.log.Warn("rules: rows skipped in full reload", "count", skipped, "first", firstSkip)
 	}
-	s := r.Rules.Stats()
+	s := r.rules.Stats()
 	r.log.Debug("rules reloaded", "users", s.Users, "torrents", s.Torrents, "clients", s.Clients)
 	return nil
 }
@@ -622,7 +514,7 @@ type querier interface {
 }
 
 // query runs sql with args, if any, and calls scan for each row.
-func (r *Rules) query(ctx context.Context, q querier, what, sql string, args []int64, scan func(pgx.Rows) error) error {
+func (r *rulesFeed) query(ctx context.Context, q querier, what, sql string, args []int64, scan func(pgx.Rows) error) error {
 	var qargs []any
 	if args != nil {
 		qargs = []any{args}
@@ -646,7 +538,7 @@ func (r *Rules) query(ctx context.Context, q querier, what, sql string, args []i
 }
 
 // contractError explains err from reading relation kind ("users", …).
-func (r *Rules) contractError(kind string, err error) error {
+func (r *rulesFeed) contractError(kind string, err error) error {
 	name, field, cols := r.cfg.UsersTable, "UsersTable", "id, passkey, enabled, can_download"
 	switch kind {
 	case "torrents":
@@ -668,9 +560,9 @@ func (r *Rules) contractError(kind string, err error) error {
 
 // readUsers calls each for every row; a row that breaks the contract
 // comes with an error. The passkey's memory is reused for the next row.
-func (r *Rules) readUsers(ctx context.Context, q querier, sql string, args []int64, each func(flush.User, error)) error {
+func (r *rulesFeed) readUsers(ctx context.Context, q querier, sql string, args []int64, each func(private.User, error)) error {
 	var id int64
-	var u flush.User
+	var u private.User
 	return r.query(ctx, q, "users", sql, args, func(rows pgx.Rows) error {
 		if err := rows.Scan(&id, &u.Passkey, &u.Enabled, &u.CanDownload); err != nil {
 			return err
@@ -683,9 +575,9 @@ func (r *Rules) readUsers(ctx context.Context, q querier, sql string, args []int
 }
 
 // readTorrents calls each for every row, as readUsers does.
-func (r *Rules) readTorrents(ctx context.Context, q querier, sql string, args []int64, each func(flush.Torrent, error)) error {
+func (r *rulesFeed) readTorrents(ctx context.Context, q querier, sql string, args []int64, each func(private.Torrent, error)) error {
 	var id int64
-	var t flush.Torrent
+	var t private.Torrent
 	return r.query(ctx, q, "torrents", sql, args, func(rows pgx.Rows) error {
 		if err := rows.Scan(&id, &t.InfoHash, &t.InfoHashV2, &t.Allowed); err != nil {
 			return err
@@ -705,7 +597,7 @@ func rowID(kind string, id int64) (uint32, error) {
 	return uint32(id), nil
 }
 
-func (r *Rules) readClients(ctx context.Context, q querier) ([][]byte, error) {
+func (r *rulesFeed) readClients(ctx context.Context, q querier) ([][]byte, error) {
 	var out [][]byte
 	err := r.query(ctx, q, "clients", r.sql.clients, nil, func(rows pgx.Rows) error {
 		var p []byte

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/chihaya/chihaya/flush"
 	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/private"
 	"github.com/chihaya/chihaya/tracker"
 )
 
@@ -87,14 +89,29 @@ func announce(ih []byte, peerID string) *tracker.AnnounceRequest {
 	return req
 }
 
+// loadRules opens a Store on dsn and loads rules from it, as the daemon
+// does. close closes the rules' feed and then the Store.
+func loadRules(ctx context.Context, dsn string, cfg private.RulesConfig) (r *private.Source, close func(), err error) {
+	s, err := Driver{}.Open(flush.StoreConfig{DSN: dsn})
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err = private.LoadRules(ctx, s, cfg)
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return r, func() { r.Close(); s.Close() }, nil
+}
+
 // startRules loads rules from dsn and runs them until the test ends.
-func startRules(t *testing.T, cfg RulesConfig) *Rules {
+func startRules(t *testing.T, dsn string, cfg private.RulesConfig) *private.Source {
 	t.Helper()
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	goroutines := runtime.NumGoroutine()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := LoadRules(ctx, cfg)
+	r, closeRules, err := loadRules(ctx, dsn, cfg)
 	if err != nil {
 		t.Fatalf("LoadRules: %v", err)
 	}
@@ -108,7 +125,7 @@ func startRules(t *testing.T, cfg RulesConfig) *Rules {
 	t.Cleanup(func() {
 		stop()
 		wg.Wait()
-		r.Close()
+		closeRules()
 		// Nothing of the Rules outlives Close (a proxy's forwarders
 		// finish once they see the connections closed).
 		eventually(t, "goroutines after Close", func() error {
@@ -139,7 +156,7 @@ func eventually(t *testing.T, what string, cond func() error) {
 
 // authorized returns a condition: passkey n announcing ih with peerID gets
 // want (nil: admitted).
-func authorized(r *Rules, n int, ih []byte, peerID string, want error) func() error {
+func authorized(r *private.Source, n int, ih []byte, peerID string, want error) func() error {
 	return func() error {
 		_, err := r.Authorize([]byte(pk(n)), announce(ih, peerID))
 		if err != want {
@@ -157,7 +174,7 @@ func TestLoadRulesFollowsNotifications(t *testing.T) {
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash, info_hash_v2) VALUES (10, $1, $2)`, hashV1(10), hashV2(10))
 	// pgxpool settings in the DSN must not reach the listener's server
 	// session as unknown parameters.
-	r := startRules(t, RulesConfig{DSN: dsn + "&pool_max_conns=2"})
+	r := startRules(t, dsn+"&pool_max_conns=2", private.RulesConfig{})
 
 	if s := r.Stats(); s.Users != 1 || s.Torrents != 1 || s.Clients != 0 || s.Reloads != 1 || s.LastReload.IsZero() {
 		t.Errorf("Stats after LoadRules = %+v, want 1 user, 1 torrent, 0 clients, 1 reload", s)
@@ -176,35 +193,35 @@ func TestLoadRulesFollowsNotifications(t *testing.T) {
 	rulesExec(t, c, `INSERT INTO users (id, passkey) VALUES (2, $1)`, pk(2))
 	eventually(t, "inserted user", authorized(r, 2, hashV1(10), qb, nil))
 	rulesExec(t, c, `UPDATE users SET enabled = false WHERE id = 2`)
-	eventually(t, "disabled user", authorized(r, 2, hashV1(10), qb, flush.ErrAccountDisabled))
+	eventually(t, "disabled user", authorized(r, 2, hashV1(10), qb, private.ErrAccountDisabled))
 	rulesExec(t, c, `UPDATE users SET can_download = false WHERE id = 1`)
-	eventually(t, "user who may not download", authorized(r, 1, hashV1(10), qb, flush.ErrMayNotDownload))
+	eventually(t, "user who may not download", authorized(r, 1, hashV1(10), qb, private.ErrMayNotDownload))
 	rulesExec(t, c, `UPDATE users SET can_download = true, passkey = $1 WHERE id = 1`, pk(100))
 	eventually(t, "changed passkey", authorized(r, 100, hashV1(10), qb, nil))
-	if err := authorized(r, 1, hashV1(10), qb, flush.ErrUnknownPasskey)(); err != nil {
+	if err := authorized(r, 1, hashV1(10), qb, private.ErrUnknownPasskey)(); err != nil {
 		t.Errorf("old passkey after change: %v", err)
 	}
 	rulesExec(t, c, `DELETE FROM users WHERE id = 2`)
-	eventually(t, "deleted user", authorized(r, 2, hashV1(10), qb, flush.ErrUnknownPasskey))
+	eventually(t, "deleted user", authorized(r, 2, hashV1(10), qb, private.ErrUnknownPasskey))
 
 	// A new torrent is announceable; one not allowed is refused.
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash_v2) VALUES (11, $1)`, hashV2(11))
 	eventually(t, "inserted v2 torrent", authorized(r, 100, hashV2(11), qb, nil))
 	rulesExec(t, c, `UPDATE torrents SET allowed = false WHERE id = 11`)
-	eventually(t, "disallowed torrent", authorized(r, 100, hashV2(11), qb, flush.ErrTorrentNotAllowed))
+	eventually(t, "disallowed torrent", authorized(r, 100, hashV2(11), qb, private.ErrTorrentNotAllowed))
 	rulesExec(t, c, `DELETE FROM torrents WHERE id = 10`)
-	eventually(t, "deleted torrent", authorized(r, 100, hashV2(10), qb, flush.ErrTorrentNotRegistered))
+	eventually(t, "deleted torrent", authorized(r, 100, hashV2(10), qb, private.ErrTorrentNotRegistered))
 
 	// Client rules: listing prefixes refuses the others; removing one
 	// refuses that client; emptying the list allows all again.
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash) VALUES (12, $1)`, hashV1(12))
 	rulesExec(t, c, `INSERT INTO allowed_clients VALUES ('-qB'::bytea), ('-TR'::bytea)`)
-	eventually(t, "unlisted client", authorized(r, 100, hashV1(12), "-UT3550-xxxxxxxxxxxx", flush.ErrClientNotAllowed))
+	eventually(t, "unlisted client", authorized(r, 100, hashV1(12), "-UT3550-xxxxxxxxxxxx", private.ErrClientNotAllowed))
 	if err := authorized(r, 100, hashV1(12), "-TR4050-xxxxxxxxxxxx", nil)(); err != nil {
 		t.Errorf("listed client: %v", err)
 	}
 	rulesExec(t, c, `DELETE FROM allowed_clients WHERE peer_id_prefix = '-TR'::bytea`)
-	eventually(t, "removed client prefix", authorized(r, 100, hashV1(12), "-TR4050-xxxxxxxxxxxx", flush.ErrClientNotAllowed))
+	eventually(t, "removed client prefix", authorized(r, 100, hashV1(12), "-TR4050-xxxxxxxxxxxx", private.ErrClientNotAllowed))
 	if err := authorized(r, 100, hashV1(12), qb, nil)(); err != nil {
 		t.Errorf("client still listed: %v", err)
 	}
@@ -221,7 +238,7 @@ func TestLoadRulesFollowsNotifications(t *testing.T) {
 func TestRulesFullReload(t *testing.T) {
 	dsn, c := rulesDB(t)
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash) VALUES (10, $1)`, hashV1(10))
-	r := startRules(t, RulesConfig{DSN: dsn, ReloadEvery: time.Second})
+	r := startRules(t, dsn, private.RulesConfig{ReloadEvery: time.Second})
 	// In replica mode ordinary triggers do not fire: these rows arrive
 	// unannounced.
 	rulesExec(t, c, `SET session_replication_role = replica`)
@@ -243,7 +260,7 @@ func TestRulesFullReload(t *testing.T) {
 func TestRulesBurst(t *testing.T) {
 	dsn, c := rulesDB(t)
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash) VALUES (10, $1)`, hashV1(10))
-	r := startRules(t, RulesConfig{DSN: dsn})
+	r := startRules(t, dsn, private.RulesConfig{})
 	const n = rulesMaxPending + 5000
 	rulesExec(t, c, `INSERT INTO users (id, passkey) SELECT i, lpad(to_hex(i), 32, '0') FROM generate_series(1, $1) i`, n)
 	eventually(t, "users inserted in bulk", func() error {
@@ -258,8 +275,8 @@ func TestRulesBurst(t *testing.T) {
 		}
 	}
 	rulesExec(t, c, `UPDATE users SET enabled = false WHERE id % 2 = 0`)
-	eventually(t, "users disabled in bulk", authorized(r, n, hashV1(10), qb, flush.ErrAccountDisabled))
-	eventually(t, "users disabled in bulk", authorized(r, 2, hashV1(10), qb, flush.ErrAccountDisabled))
+	eventually(t, "users disabled in bulk", authorized(r, n, hashV1(10), qb, private.ErrAccountDisabled))
+	eventually(t, "users disabled in bulk", authorized(r, 2, hashV1(10), qb, private.ErrAccountDisabled))
 	if err := authorized(r, n-1, hashV1(10), qb, nil)(); err != nil {
 		t.Errorf("odd user after the bulk update: %v", err)
 	}
@@ -306,7 +323,7 @@ func TestRulesSurviveConnectionCut(t *testing.T) {
 	dsn, proxy := rulesViaProxy(t, direct)
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash) VALUES (10, $1)`, hashV1(10))
 	rulesExec(t, c, `INSERT INTO users (id, passkey) VALUES (1, $1)`, pk(1))
-	r := startRules(t, RulesConfig{DSN: dsn, MaxBackoff: 200 * time.Millisecond})
+	r := startRules(t, dsn, private.RulesConfig{MaxBackoff: 200 * time.Millisecond})
 
 	proxy.Cut()
 	eventually(t, "Health during the cut", func() error {
@@ -326,7 +343,7 @@ func TestRulesSurviveConnectionCut(t *testing.T) {
 	proxy.Restore()
 
 	eventually(t, "user inserted during the cut", authorized(r, 2, hashV1(10), qb, nil))
-	eventually(t, "user disabled during the cut", authorized(r, 1, hashV1(10), qb, flush.ErrAccountDisabled))
+	eventually(t, "user disabled during the cut", authorized(r, 1, hashV1(10), qb, private.ErrAccountDisabled))
 	eventually(t, "Health after restore", r.Health)
 	if s := r.Stats(); s.Reloads <= reloads || s.Errors == 0 {
 		t.Errorf("Stats after the cut = %+v, want a reload after %d and errors counted", s, reloads)
@@ -339,23 +356,22 @@ func TestRulesSurviveConnectionCut(t *testing.T) {
 func TestLoadRulesContract(t *testing.T) {
 	dsn, c := rulesDB(t)
 	ctx := context.Background()
-	load := func(cfg RulesConfig) error {
-		cfg.DSN = dsn
+	load := func(cfg private.RulesConfig) error {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
-		r, err := LoadRules(ctx, cfg)
+		_, closeRules, err := loadRules(ctx, dsn, cfg)
 		if err == nil {
-			r.Close()
+			closeRules()
 		}
 		return err
 	}
-	if err := load(RulesConfig{UsersTable: "members"}); err == nil || !strings.Contains(err.Error(), `"members"`) || !strings.Contains(err.Error(), "UsersTable") {
+	if err := load(private.RulesConfig{UsersTable: "members"}); err == nil || !strings.Contains(err.Error(), `"members"`) || !strings.Contains(err.Error(), "UsersTable") {
 		t.Errorf("LoadRules with a missing relation = %v, want an error naming it and UsersTable", err)
 	}
 	rulesExec(t, c, `CREATE VIEW no_prefix AS SELECT 1 AS id`)
-	if err := load(RulesConfig{ClientsTable: "no_prefix"}); err == nil || !strings.Contains(err.Error(), "peer_id_prefix") {
+	if err := load(private.RulesConfig{ClientsTable: "no_prefix"}); err == nil || !strings.Contains(err.Error(), "peer_id_prefix") {
 		t.Errorf("LoadRules with a missing column = %v, want an error naming peer_id_prefix", err)
 	}
-	if err := load(RulesConfig{}); err != nil {
+	if err := load(private.RulesConfig{}); err != nil {
 		t.Errorf("LoadRules on the sample schema: %v", err)
 
 	}
@@ -366,7 +382,7 @@ func TestLoadRulesContract(t *testing.T) {
 	rulesExec(t, c, `INSERT INTO app.members VALUES (7, $1, false), (8, 'too short', false)`, pk(7))
 	rulesExec(t, c, `CREATE VIEW app.chihaya_users AS SELECT member_id AS id, pass AS passkey, NOT banned AS enabled, true AS can_download FROM app.members`)
 	rulesExec(t, c, `INSERT INTO torrents (id, info_hash) VALUES (10, $1)`, hashV1(10))
-	r := startRules(t, RulesConfig{DSN: dsn, UsersTable: "app.chihaya_users"})
+	r := startRules(t, dsn, private.RulesConfig{UsersTable: "app.chihaya_users"})
 	if err := authorized(r, 7, hashV1(10), qb, nil)(); err != nil {
 		t.Errorf("user from a view: %v", err)
 	}
@@ -374,8 +390,8 @@ func TestLoadRulesContract(t *testing.T) {
 		t.Errorf("Stats with one malformed row = %+v, want 1 user, 1 error", s)
 	}
 
-	if _, err := LoadRules(ctx, RulesConfig{}); err == nil || !strings.Contains(err.Error(), "DSN") {
-		t.Errorf("LoadRules without a DSN = %v, want an error naming DSN", err)
+	if _, err := private.LoadRules(ctx, noRules{}, private.RulesConfig{}); !errors.Is(err, private.ErrNoRules) {
+		t.Errorf("LoadRules from a Store that cannot serve rules = %v, want ErrNoRules", err)
 	}
 }
 
@@ -391,7 +407,7 @@ func BenchmarkLoadRules(b *testing.B) {
 		SELECT i, substr(sha256(int4send(i)), 1, 20), sha256(int8send(i)) FROM generate_series(1, $1) i`, n)
 	rulesExec(b, c, `VACUUM ANALYZE`) // hint bits set now, not in the first timed load
 	ctx := context.Background()
-	cfg := RulesConfig{DSN: dsn, Logger: slog.New(slog.DiscardHandler)}
+	cfg := private.RulesConfig{Logger: slog.New(slog.DiscardHandler)}
 	var heap uint64
 	for b.Loop() {
 		b.StopTimer()
@@ -399,7 +415,7 @@ func BenchmarkLoadRules(b *testing.B) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
-		r, err := LoadRules(ctx, cfg)
+		r, closeRules, err := loadRules(ctx, dsn, cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -411,8 +427,11 @@ func BenchmarkLoadRules(b *testing.B) {
 			b.Fatalf("Stats = %+v, want %d users and torrents", s, n)
 		}
 		heap = after.HeapAlloc - before.HeapAlloc
-		r.Close()
+		closeRules()
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
 }
+
+// noRules is a Store of a driver that cannot serve private mode.
+type noRules struct{ flush.Store }

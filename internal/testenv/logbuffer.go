@@ -2,9 +2,35 @@ package testenv
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"strings"
 	"sync"
 )
+
+// Logger returns a text logger that writes to a new LogBuffer without
+// timestamps, so a test can match whole records.
+func Logger() (*slog.Logger, *LogBuffer) {
+	var buf LogBuffer
+	h := slog.NewTextHandler(&buf, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})
+	return slog.New(h), &buf
+}
+
+// Background runs run (a service's Run loop) in a goroutine until cancel
+// is called; wait then returns what run returned.
+func Background(run func(context.Context) error) (cancel func(), wait func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	return cancel, func() error { return <-done }
+}
 
 // A LogBuffer collects what a logger shared by several goroutines writes,
 // for a test to read back. It is safe for concurrent use; the zero

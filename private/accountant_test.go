@@ -1,4 +1,4 @@
-package flush
+package private
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/chihaya/chihaya/flush"
+	"github.com/chihaya/chihaya/internal/testenv"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 )
@@ -97,21 +99,6 @@ func TestStepNeverOverCredits(t *testing.T) {
 	}
 }
 
-func TestSatAdd(t *testing.T) {
-	tests := []struct{ a, b, want uint64 }{
-		{1, 2, 3},
-		{math.MaxInt64 - 1, 1, math.MaxInt64},
-		{math.MaxInt64, 1, math.MaxInt64},
-		{1, math.MaxUint64, math.MaxInt64},
-		{math.MaxUint64, 0, math.MaxInt64},
-	}
-	for _, tt := range tests {
-		if got := satAdd(tt.a, tt.b); got != tt.want {
-			t.Errorf("satAdd(%d, %d) = %d, want %d", tt.a, tt.b, got, tt.want)
-		}
-	}
-}
-
 // announce is a scripted announce for the Accountant.
 type announce struct {
 	user, torrent uint32
@@ -134,7 +121,7 @@ func (a announce) request() *tracker.AnnounceRequest {
 	return req
 }
 
-func newTestAccountant(t *testing.T, s Store, cfg Config) *Accountant {
+func newTestAccountant(t *testing.T, s flush.Store, cfg AccountantConfig) *Accountant {
 	t.Helper()
 	a, err := NewAccountant(s, cfg)
 	if err != nil {
@@ -145,7 +132,7 @@ func newTestAccountant(t *testing.T, s Store, cfg Config) *Accountant {
 
 func TestAccountScript(t *testing.T) {
 	s := newMemStore()
-	a := newTestAccountant(t, s, Config{})
+	a := newTestAccountant(t, s, AccountantConfig{})
 	script := []announce{
 		// User 1 on torrent 10: starts, then announces over IPv6 too,
 		// with the same peer id and key (one client, two families).
@@ -186,7 +173,7 @@ func TestAccountScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	ut, users := s.totals()
-	wantUT := map[utKey]UserTorrentDelta{
+	wantUT := map[utKey]flush.UserTorrentDelta{
 		{1, 10}: {User: 1, Torrent: 10, Uploaded: 20, Downloaded: 100, Snatches: 1},
 		{2, 10}: {User: 2, Torrent: 10, Uploaded: 500, Downloaded: 0},
 		{2, 11}: {User: 2, Torrent: 11, Uploaded: 31, Downloaded: 18, Snatches: 2},
@@ -200,7 +187,7 @@ func TestAccountScript(t *testing.T) {
 	if len(ut) != len(wantUT) {
 		t.Errorf("got %d user-torrent rows, want %d: %+v", len(ut), len(wantUT), ut)
 	}
-	wantUsers := map[uint32]UserDelta{
+	wantUsers := map[uint32]flush.UserDelta{
 		1: {User: 1, Uploaded: 20, Downloaded: 100, Snatches: 1},
 		2: {User: 2, Uploaded: 531, Downloaded: 18, Snatches: 2},
 		3: {User: 3, Uploaded: 120},
@@ -217,7 +204,7 @@ func TestAccountScript(t *testing.T) {
 
 func TestAccountBatchIsSorted(t *testing.T) {
 	s := newMemStore()
-	a := newTestAccountant(t, s, Config{})
+	a := newTestAccountant(t, s, AccountantConfig{})
 	for u := uint32(50); u > 0; u-- {
 		for tr := uint32(5); tr > 0; tr-- {
 			a.Account(tracker.Grant{User: u, Torrent: tr}, announce{peer: 1, up: 1, event: started}.request())
@@ -273,7 +260,7 @@ func flushLoop(a *Accountant) (stop func() error) {
 // checks that every byte arrives exactly once.
 func TestAccountConcurrent(t *testing.T) {
 	s := newMemStore()
-	a := newTestAccountant(t, s, Config{})
+	a := newTestAccountant(t, s, AccountantConfig{})
 	const (
 		workers = 8
 		users   = 20
@@ -306,7 +293,7 @@ func TestAccountConcurrent(t *testing.T) {
 	}
 	_, tot := s.totals()
 	for u := range uint32(users) {
-		want := UserDelta{User: u, Uploaded: workers * rounds * 3, Downloaded: workers * rounds}
+		want := flush.UserDelta{User: u, Uploaded: workers * rounds * 3, Downloaded: workers * rounds}
 		if got := tot[u]; got != want {
 			t.Errorf("user %d = %+v, want %+v", u, got, want)
 		}
@@ -327,8 +314,8 @@ func TestAccountConcurrent(t *testing.T) {
 func TestAccountantRetriesSameBatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		a := newTestAccountant(t, s, Config{Interval: 5 * time.Second, MaxBackoff: 20 * time.Second})
-		cancel, wait := background(a.Run)
+		a := newTestAccountant(t, s, AccountantConfig{Interval: 5 * time.Second, MaxBackoff: 20 * time.Second})
+		cancel, wait := testenv.Background(a.Run)
 
 		g := tracker.Grant{User: 1, Torrent: 2}
 		a.Account(g, announce{peer: 1, up: 10, left: 1, event: started}.request())
@@ -383,10 +370,10 @@ func TestAccountantRetriesSameBatch(t *testing.T) {
 func TestAccountantBackoffIsCapped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		a := newTestAccountant(t, s, Config{Interval: time.Second, MaxBackoff: 8 * time.Second})
+		a := newTestAccountant(t, s, AccountantConfig{Interval: time.Second, MaxBackoff: 8 * time.Second})
 		s.setFail(func(string) (bool, error) { return false, errInjected })
 		a.Account(tracker.Grant{User: 1, Torrent: 1}, announce{up: 1, event: started}.request())
-		cancel, wait := background(a.Run)
+		cancel, wait := testenv.Background(a.Run)
 		time.Sleep(10 * time.Minute)
 		synctest.Wait()
 		// With waits of at least MaxBackoff/2 once capped, at most about
@@ -405,8 +392,8 @@ func TestAccountantBackoffIsCapped(t *testing.T) {
 func TestAccountantFinalFlush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		a := newTestAccountant(t, s, Config{Interval: time.Minute})
-		cancel, wait := background(a.Run)
+		a := newTestAccountant(t, s, AccountantConfig{Interval: time.Minute})
+		cancel, wait := testenv.Background(a.Run)
 		a.Account(tracker.Grant{User: 4, Torrent: 4}, announce{up: 9, event: started}.request())
 		time.Sleep(time.Second)
 		cancel()
@@ -423,7 +410,7 @@ func TestAccountantFinalFlush(t *testing.T) {
 func TestAccountantFinalFlushRetriesThenNext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		a := newTestAccountant(t, s, Config{Interval: time.Second, ShutdownTimeout: time.Minute})
+		a := newTestAccountant(t, s, AccountantConfig{Interval: time.Second, ShutdownTimeout: time.Minute})
 		fail := true
 		s.setFail(func(string) (bool, error) {
 			if fail {
@@ -431,7 +418,7 @@ func TestAccountantFinalFlushRetriesThenNext(t *testing.T) {
 			}
 			return true, nil
 		})
-		cancel, wait := background(a.Run)
+		cancel, wait := testenv.Background(a.Run)
 		g := tracker.Grant{User: 4, Torrent: 4}
 		a.Account(g, announce{up: 9, event: started}.request())
 		time.Sleep(2 * time.Second) // seq 1 frozen and failing
@@ -454,8 +441,8 @@ func TestAccountantFinalFlushRetriesThenNext(t *testing.T) {
 func TestBaselineExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newMemStore()
-		a := newTestAccountant(t, s, Config{Interval: time.Second, PeerLifetime: time.Minute})
-		cancel, wait := background(a.Run)
+		a := newTestAccountant(t, s, AccountantConfig{Interval: time.Second, PeerLifetime: time.Minute})
+		cancel, wait := testenv.Background(a.Run)
 		g := tracker.Grant{User: 1, Torrent: 1}
 		a.Account(g, announce{up: 0, left: 1, event: started}.request())
 		a.Account(g, announce{up: 10, left: 1}.request())
@@ -491,7 +478,7 @@ func TestBaselineExpiry(t *testing.T) {
 // the next announce after that is a first sight.
 func TestCreditOutlivesBaseline(t *testing.T) {
 	s := newMemStore()
-	a := newTestAccountant(t, s, Config{PeerLifetime: time.Minute})
+	a := newTestAccountant(t, s, AccountantConfig{PeerLifetime: time.Minute})
 	g := tracker.Grant{User: 1, Torrent: 1}
 	a.Account(g, announce{peer: 1, left: 1, event: started}.request())
 	a.Account(g, announce{peer: 1, up: 10, left: 1}.request())
@@ -538,7 +525,7 @@ func TestCreditOutlivesBaseline(t *testing.T) {
 // suite runs under -race) nor change what is counted.
 func TestAccountConcurrentFreeze(t *testing.T) {
 	s := newMemStore()
-	a := newTestAccountant(t, s, Config{})
+	a := newTestAccountant(t, s, AccountantConfig{})
 	const (
 		workers = 4
 		peers   = 3 * walkChunk
@@ -595,7 +582,7 @@ func TestAccountDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are not meaningful under -race")
 	}
-	a := newTestAccountant(t, newMemStore(), Config{})
+	a := newTestAccountant(t, newMemStore(), AccountantConfig{})
 	g := tracker.Grant{User: 1, Torrent: 1}
 	req := announce{peer: 1, left: 1, event: started}.request()
 	a.Account(g, req)
@@ -610,7 +597,7 @@ func TestAccountDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkAccount(b *testing.B) {
-	a, err := NewAccountant(newMemStore(), Config{})
+	a, err := NewAccountant(newMemStore(), AccountantConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -627,8 +614,8 @@ func BenchmarkAccount(b *testing.B) {
 
 func TestAccountantLogsFailingOnce(t *testing.T) {
 	s := newMemStore()
-	logger, logs := testLogger()
-	a, err := NewAccountant(s, Config{Logger: logger})
+	logger, logs := testenv.Logger()
+	a, err := NewAccountant(s, AccountantConfig{Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

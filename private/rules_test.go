@@ -1,4 +1,4 @@
-package flush
+package private
 
 import (
 	"crypto/sha1"

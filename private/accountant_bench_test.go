@@ -1,4 +1,4 @@
-package flush
+package private
 
 import (
 	"encoding/binary"
@@ -66,7 +66,7 @@ func BenchmarkAccountMany(b *testing.B) {
 // startedAccountant returns an Accountant on a memory store that holds
 // identities 0 to n-1 of benchIdentity, each announced once as started.
 func startedAccountant(b *testing.B, n uint64) *Accountant {
-	a, err := NewAccountant(newMemStore(), Config{})
+	a, err := NewAccountant(newMemStore(), AccountantConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

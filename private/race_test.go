@@ -1,5 +1,5 @@
 //go:build race
 
-package flush
+package private
 
 const raceEnabled = true

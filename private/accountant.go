@@ -1,16 +1,17 @@
-package flush
+package private
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/chihaya/chihaya/flush"
+	"github.com/chihaya/chihaya/internal/backoff"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 )
@@ -75,12 +76,6 @@ func delta(last, reported uint64, started bool) uint64 {
 	}
 }
 
-// satAdd adds, saturating at math.MaxInt64, the storage's bigint.
-func satAdd(a, b uint64) uint64 {
-	a, b = min(a, math.MaxInt64), min(b, math.MaxInt64)
-	return min(a+b, math.MaxInt64) // a+b < 1<<64: no wrap
-}
-
 // acctShards is the number of locks Account spreads over. Two cores
 // rarely meet at one of them; more shards would only make freeze and
 // expire take more, shorter locks.
@@ -119,16 +114,16 @@ func (sh *acctShard) walk(f func(s *idSlot, pos int)) {
 }
 
 // An Accountant turns private-mode announces into per-user and
-// per-user-torrent deltas and applies them to a Store in numbered batches,
+// per-user-torrent deltas and applies them to a flush.Store in numbered batches,
 // each exactly once. It implements tracker.Accountant.
 //
 // Account is safe for concurrent use and never blocks on I/O: it takes one
 // of 64 shard locks for one identity's slot. Run owns the flushing;
 // Stats and Process may be called at any time.
 type Accountant struct {
-	store   Store
-	cfg     Config
-	process ProcessID
+	store   flush.Store
+	cfg     AccountantConfig
+	process flush.ProcessID
 	seed    maphash.Seed // of every shard's idTable
 	now     atomic.Int64 // coarse clock, Unix seconds, advanced by Run
 	shards  [acctShards]acctShard
@@ -137,31 +132,32 @@ type Accountant struct {
 	seq uint64
 
 	mu           sync.Mutex // guards the fields below
-	inflight     *AccountingBatch
+	inflight     *flush.AccountingBatch
 	inflightKeys int
 	oldest       int64 // coarse time of the oldest delta in inflight
-	st           Stats
-	fails        failures
+	st           flush.Stats
+	fails        backoff.Outage
 }
 
 var _ tracker.Accountant = (*Accountant)(nil)
 
 // NewAccountant returns an Accountant writing to store under a new random
-// ProcessID. cfg is checked as Open checks it (DSN is not used).
-func NewAccountant(store Store, cfg Config) (*Accountant, error) {
+// flush.ProcessID, or an error naming the field of cfg that is out of
+// range.
+func NewAccountant(store flush.Store, cfg AccountantConfig) (*Accountant, error) {
 	if store == nil {
-		panic("flush: NewAccountant with nil store")
+		panic("private: NewAccountant with nil store")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Accountant{store: store, cfg: cfg, process: NewProcessID(), seed: maphash.MakeSeed()}
+	a := &Accountant{store: store, cfg: cfg, process: flush.NewProcessID(), seed: maphash.MakeSeed()}
 	a.now.Store(time.Now().Unix())
 	return a, nil
 }
 
 // Process returns the id under which the Accountant records its batches.
-func (a *Accountant) Process() ProcessID { return a.process }
+func (a *Accountant) Process() flush.ProcessID { return a.process }
 
 func shardOf(user, torrent uint32) int {
 	h := (uint64(user)<<32 | uint64(torrent)) * 0x9e3779b97f4a7c15
@@ -210,8 +206,8 @@ func (a *Accountant) Account(g tracker.Grant, req *tracker.AnnounceRequest) {
 	}
 	s := &sh.ids.slots[i]
 	if credited {
-		s.creditUp = satAdd(s.creditUp, up)
-		s.creditDown = satAdd(s.creditDown, down)
+		s.creditUp = flush.SatAdd(s.creditUp, up)
+		s.creditDown = flush.SatAdd(s.creditDown, down)
 		if snatch {
 			s.snatches++
 			s.completedAt = uint32(now)
@@ -235,7 +231,7 @@ func (a *Accountant) Account(g tracker.Grant, req *tracker.AnnounceRequest) {
 // Stats returns the Accountant's counters. Counting the (user, torrent)
 // pairs with credit takes a pass over the identities credited since the
 // last batch, outside the hot path.
-func (a *Accountant) Stats() Stats {
+func (a *Accountant) Stats() flush.Stats {
 	oldest := int64(0)
 	keys := 0
 	var pairs []uint64
@@ -258,7 +254,7 @@ func (a *Accountant) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := a.st
-	st.Failing = a.fails.failing()
+	st.Failing = a.fails.Failing()
 	st.PendingKeys = keys + a.inflightKeys
 	if a.inflight != nil {
 		oldest = a.oldest
@@ -282,7 +278,7 @@ func (a *Accountant) Run(ctx context.Context) error {
 	defer clock.Stop()
 	timer := time.NewTimer(a.cfg.Interval)
 	defer timer.Stop()
-	var backoff time.Duration
+	retry := a.cfg.backoff()
 	for {
 		select {
 		case <-ctx.Done():
@@ -293,11 +289,10 @@ func (a *Accountant) Run(ctx context.Context) error {
 			a.now.Store(time.Now().Unix())
 			a.expire()
 			if err := a.Flush(ctx); err != nil {
-				backoff = a.cfg.nextBackoff(backoff)
-				timer.Reset(jitter(backoff))
+				timer.Reset(retry.Next())
 				continue
 			}
-			backoff = 0
+			retry.Reset()
 			timer.Reset(a.cfg.Interval)
 		}
 	}
@@ -314,8 +309,8 @@ func (a *Accountant) shutdown() error {
 		rounds = 2
 	}
 	a.mu.Unlock()
-	if err := a.cfg.flushRounds(ctx, rounds, a.Flush); err != nil {
-		return fmt.Errorf("flush: final accounting flush gave up with %d keys unflushed: %w", a.Stats().PendingKeys, err)
+	if err := backoff.Rounds(ctx, a.cfg.backoff(), rounds, a.Flush); err != nil {
+		return fmt.Errorf("private: final accounting flush gave up with %d keys unflushed: %w", a.Stats().PendingKeys, err)
 	}
 	return nil
 }
@@ -372,11 +367,11 @@ func (a *Accountant) Flush(ctx context.Context) error {
 	}
 	if err != nil {
 		a.st.Errors++
-		started := a.fails.fail(now)
+		started := a.fails.Fail(now)
 		a.mu.Unlock()
-		err = fmt.Errorf("flush: apply accounting batch %d (%d user-torrents, %d users): %w", b.Seq, len(b.Torrents), len(b.Users), err)
+		err = fmt.Errorf("private: apply accounting batch %d (%d user-torrents, %d users): %w", b.Seq, len(b.Torrents), len(b.Users), err)
 		if started {
-			logFailing(a.cfg.Logger, "accounting flush", err)
+			a.cfg.Logger.Error("private: accounting flush failing; retrying with backoff", "err", err)
 		}
 		return err
 	}
@@ -388,10 +383,10 @@ func (a *Accountant) Flush(ctx context.Context) error {
 		a.st.Rows += uint64(len(b.Torrents) + len(b.Users))
 	}
 	a.st.LastSuccess = now
-	lasted, attempts, recovered := a.fails.succeed(now)
+	lasted, attempts, recovered := a.fails.End(now)
 	a.mu.Unlock()
 	if recovered {
-		logRecovered(a.cfg.Logger, "accounting flush", lasted, attempts)
+		a.cfg.Logger.Info("private: accounting flush recovered", "failed_for", lasted, "failed_attempts", attempts)
 	}
 	return nil
 }
@@ -405,8 +400,8 @@ func (a *Accountant) Flush(ctx context.Context) error {
 // Taking an identity's credit zeroes it, so credit gained before its slot
 // is reached joins this batch and credit gained after goes to the next:
 // each delta is in exactly one batch.
-func (a *Accountant) freeze() *AccountingBatch {
-	var torrents []UserTorrentDelta
+func (a *Accountant) freeze() *flush.AccountingBatch {
+	var torrents []flush.UserTorrentDelta
 	oldest := int64(0)
 	sums := make(map[utKey]utDelta)
 	for i := range a.shards {
@@ -428,8 +423,8 @@ func (a *Accountant) freeze() *AccountingBatch {
 			}
 			k := utKey{user: s.id.user, torrent: s.id.torrent}
 			d := sums[k]
-			d.up = satAdd(d.up, s.creditUp)
-			d.down = satAdd(d.down, s.creditDown)
+			d.up = flush.SatAdd(d.up, s.creditUp)
+			d.down = flush.SatAdd(d.down, s.creditDown)
 			if s.snatches > 0 {
 				d.snatches += s.snatches
 				d.completedAt = max(d.completedAt, int64(s.completedAt))
@@ -449,7 +444,7 @@ func (a *Accountant) freeze() *AccountingBatch {
 		sh.mu.Unlock()
 		// A (user, torrent) pair's identities are all in one shard.
 		for k, d := range sums {
-			ut := UserTorrentDelta{User: k.user, Torrent: k.torrent, Uploaded: d.up, Downloaded: d.down, Snatches: d.snatches}
+			ut := flush.UserTorrentDelta{User: k.user, Torrent: k.torrent, Uploaded: d.up, Downloaded: d.down, Snatches: d.snatches}
 			if d.snatches > 0 {
 				ut.CompletedAt = time.Unix(d.completedAt, 0)
 			}
@@ -461,8 +456,8 @@ func (a *Accountant) freeze() *AccountingBatch {
 		return nil
 	}
 	a.seq++
-	b := &AccountingBatch{Process: a.process, Seq: a.seq, Torrents: torrents}
-	slices.SortFunc(b.Torrents, func(x, y UserTorrentDelta) int {
+	b := &flush.AccountingBatch{Process: a.process, Seq: a.seq, Torrents: torrents}
+	slices.SortFunc(b.Torrents, func(x, y flush.UserTorrentDelta) int {
 		if x.User != y.User {
 			return cmpU32(x.User, y.User)
 		}
@@ -470,11 +465,11 @@ func (a *Accountant) freeze() *AccountingBatch {
 	})
 	for _, ut := range b.Torrents {
 		if len(b.Users) == 0 || b.Users[len(b.Users)-1].User != ut.User {
-			b.Users = append(b.Users, UserDelta{User: ut.User})
+			b.Users = append(b.Users, flush.UserDelta{User: ut.User})
 		}
 		u := &b.Users[len(b.Users)-1]
-		u.Uploaded = satAdd(u.Uploaded, ut.Uploaded)
-		u.Downloaded = satAdd(u.Downloaded, ut.Downloaded)
+		u.Uploaded = flush.SatAdd(u.Uploaded, ut.Uploaded)
+		u.Downloaded = flush.SatAdd(u.Downloaded, ut.Downloaded)
 		u.Snatches += uint64(ut.Snatches)
 	}
 	a.mu.Lock()

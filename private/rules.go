@@ -1,4 +1,4 @@
-package flush
+package private
 
 import (
 	"bytes"
@@ -47,8 +47,8 @@ type Torrent struct {
 	Allowed    bool
 }
 
-// RulesStats describes a Rules for the admin page. The loader fills in the
-// fields after Clients; a Rules alone leaves them zero.
+// RulesStats describes a Rules for the admin page. Source.Stats fills in
+// the fields after Clients from its feed; a Rules alone leaves them zero.
 type RulesStats struct {
 	Users    int // users rows held, enabled or not
 	Torrents int // torrents rows held, allowed or not
