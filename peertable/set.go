@@ -33,18 +33,10 @@ const (
 	portMask = 0xffff << 16
 )
 
-// keyMask selects the bits of a tail that belong to the peer's identity.
-func (f family) keyMask() uint64 {
-	if f == fam4 {
-		return ^uint64(seenMask) // address and port
-	}
-	return portMask
-}
-
 // A peerKey identifies a peer within its family: address and port.
 type peerKey struct {
 	hi, lo uint64 // IPv6 address; zero for IPv4
-	tail   uint64 // tail bits under keyMask
+	tail   uint64 // a tail without seen (and seq): IPv4 address and port, or IPv6 port
 }
 
 func keyOf(ap netip.AddrPort) (peerKey, family) {
