@@ -135,10 +135,10 @@ func pack(seeders, leechers int) uint64       { return uint64(seeders)<<32 | uin
 type peerSet struct {
 	cnt atomic.Uint64
 	vec atomic.Pointer[slots]
-	// w holds the writer's key index; nil while the set is small. Only
-	// the writer changes it or its contents; it is atomic, like side.idx,
-	// so that Prefetch may follow it to the index.
-	w atomic.Pointer[side]
+	// idx is the writer's key index, nil while the set is small. Only
+	// the writer changes it, replacing it whole when rebuilt, or its
+	// contents; it is atomic so that Prefetch may follow it.
+	idx atomic.Pointer[index]
 }
 
 // slots is the published slot array. It is replaced whole on growth and
@@ -147,28 +147,8 @@ type slots struct {
 	e []atomic.Uint64
 }
 
-// side is what the writer uses: the key index of a large set.
-type side struct {
-	idx atomic.Pointer[index] // replaced whole when rebuilt
-}
-
 // indexLocked returns the set's key index, or nil if it has none.
-func (s *peerSet) indexLocked() *index {
-	if w := s.w.Load(); w != nil {
-		return w.idx.Load()
-	}
-	return nil
-}
-
-// sideLocked returns s.w, creating it if need be.
-func (s *peerSet) sideLocked() *side {
-	w := s.w.Load()
-	if w == nil {
-		w = new(side)
-		s.w.Store(w)
-	}
-	return w
-}
+func (s *peerSet) indexLocked() *index { return s.idx.Load() }
 
 // capacities step by 1.5 and 4/3 in turn (2, 3, 4, 6, 8, 12, ...), so an
 // IPv4 array is always a whole malloc size class: nothing is lost to
@@ -366,10 +346,7 @@ func (s *peerSet) resizeLocked(f family, capacity int) *slots {
 func (s *peerSet) reindexLocked(t *Table, f family) {
 	ns, nl := unpack(s.cnt.Load())
 	if ns+nl < indexOff {
-		if w := s.w.Load(); w != nil {
-			w.idx.Store(nil)
-			s.w.Store(nil)
-		}
+		s.idx.Store(nil)
 		return
 	}
 	x := newIndex(ns + nl)
@@ -383,7 +360,7 @@ func (s *peerSet) reindexLocked(t *Table, f family) {
 		k := f.keyAt(e, capacity-1-i)
 		x.insert(t.hashKey(&k), leecherPos(i))
 	}
-	s.sideLocked().idx.Store(x) // filled before it is published
+	s.idx.Store(x) // filled before it is published
 }
 
 // sweepBatch is how many slots a sweep examines per hold of a swarm's
