@@ -27,11 +27,6 @@ type Config struct {
 	// most 12 hours, which keeps 16-bit last-seen stamps unambiguous.
 	PeerLifetime time.Duration
 
-	// Accounting keeps an Aux record beside every peer (private mode needs
-	// the user and the last reported totals to compute deltas). When false,
-	// no memory is spent on it.
-	Accounting bool
-
 	// Swarms is roughly how many swarms the table will hold. It sizes the
 	// swarm index (one shard per 16 swarms, rounded to a power of two), so
 	// that creating or removing a swarm copies a few dozen pointers, not
@@ -52,13 +47,6 @@ type Config struct {
 	OnExpire func(ih InfoHash, p Peer)
 }
 
-// Aux is what private mode remembers about a peer beside its address.
-type Aux struct {
-	User       uint32
-	Uploaded   uint64
-	Downloaded uint64
-}
-
 // Announce is one peer's announce as the table needs it.
 type Announce struct {
 	InfoHash InfoHash
@@ -70,8 +58,6 @@ type Announce struct {
 	Event   Event
 	Seeder  bool // left == 0
 	NumWant int  // at most this many peers are appended; <= 0 means none
-	// Aux is stored with the peer when Config.Accounting is set.
-	Aux Aux
 }
 
 // Counts are a swarm's totals over both address families.
@@ -84,10 +70,6 @@ type Counts struct {
 // Result is what Announce reports besides the peers.
 type Result struct {
 	Counts Counts
-	// Prev is the Aux stored for this peer before this announce; PrevFound
-	// says whether there was one (Config.Accounting only).
-	Prev      Aux
-	PrevFound bool
 	// Change is what the announce changed (see Change).
 	Change Change
 	// Completed reports that this announce counted a completed download

@@ -43,7 +43,6 @@ type refKey struct {
 type refPeer struct {
 	seeder bool
 	seen   int64
-	aux    Aux
 }
 
 type refSwarm struct {
@@ -88,7 +87,6 @@ func (t *refTable) Announce(a *Announce, dst []byte) ([]byte, Result) {
 	var res Result
 	old, found := s.peers[fam][k]
 	if found {
-		res.Prev, res.PrevFound = old.aux, true
 		if old.seeder {
 			s.seeders--
 		} else {
@@ -101,7 +99,7 @@ func (t *refTable) Announce(a *Announce, dst []byte) ([]byte, Result) {
 		if a.Event == EventCompleted && !(found && old.seeder) {
 			s.completed++
 		}
-		s.peers[fam][k] = refPeer{seeder: a.Seeder, seen: t.now.Load(), aux: a.Aux}
+		s.peers[fam][k] = refPeer{seeder: a.Seeder, seen: t.now.Load()}
 		if a.Seeder {
 			s.seeders++
 		} else {

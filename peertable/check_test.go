@@ -16,7 +16,7 @@ import (
 //     (nonzero port), an IPv6 slot is not mid-write and holds no
 //     IPv4-mapped address, and no peer appears twice in its family;
 //   - a key index, when present, finds every peer at its position and
-//     holds nothing else; under Accounting the Aux array matches the slots.
+//     holds nothing else.
 func (t *Table) check() error {
 	seen := make(map[InfoHash]bool)
 	for i := range t.shards {
@@ -126,12 +126,6 @@ func (t *Table) checkSet(set *peerSet, f family) error {
 		}
 	} else if ns+nl > indexOn {
 		return fmt.Errorf("%d peers without an index", ns+nl)
-	}
-	if w := set.w.Load(); t.accounting && (w == nil || len(w.aux) != capacity) {
-		return fmt.Errorf("Accounting without an Aux per slot")
-	}
-	if w := set.w.Load(); !t.accounting && w != nil && w.aux != nil {
-		return fmt.Errorf("Aux kept without Accounting")
 	}
 	return nil
 }

@@ -57,9 +57,7 @@
 // peers, and above that through an index that only the writer changes:
 // an open-addressed table of int32 positions (no keys, no pointers) keyed
 // by a seeded hash of address and port. Its cells and the pointers to it
-// are atomic so that Prefetch can follow it without the lock. Under
-// Config.Accounting a parallel Aux array moves with the slots; without it
-// no memory is spent on Aux.
+// are atomic so that Prefetch can follow it without the lock.
 //
 // Slots. An IPv4 slot is one atomic word: address, port and 16 bits of
 // last-seen time, read and written whole. An IPv6 slot is three words, the
@@ -162,8 +160,8 @@
 //
 // Per peer: an IPv4 slot is 8 bytes and an IPv6 slot 24, plus at most a
 // third spare room; sets above 32 peers add 8 to 16 bytes of index per
-// peer; Accounting adds 24 bytes per slot. Per swarm: a 64-byte struct, a
-// 24-byte array header and one or two pointers in its shard.
+// peer. Per swarm: a 64-byte struct, a 24-byte array header and one or
+// two pointers in its shard.
 // Nothing per peer holds a pointer, so the garbage collector never scans
 // peers, however many. With 1,000,000 IPv4 peers over 100,000 swarms the
 // heap holds about 20 bytes per peer (BenchmarkMemory).

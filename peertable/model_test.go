@@ -10,7 +10,7 @@ import (
 
 // TestAgainstModel plays random announces, ticks and sweeps on one
 // goroutine against a plain model of the semantics and compares counts,
-// Prev values, contents and every answer's peers after each step.
+// contents and every answer's peers after each step.
 func TestAgainstModel(t *testing.T) {
 	steps := 20000
 	if testing.Short() || raceEnabled {
@@ -32,13 +32,12 @@ func playModel(t *testing.T, seed uint64, steps int) {
 	type peer struct {
 		seeder bool
 		seen   time.Time
-		aux    Aux
 	}
 	type mswarm struct {
 		peers     map[netip.AddrPort]peer
 		completed uint32
 	}
-	tb := newTable(t, Config{PeerLifetime: life, Accounting: true})
+	tb := newTable(t, Config{PeerLifetime: life})
 	now := time.Unix(1_900_000_000, 0)
 	tb.Tick(now)
 	model := map[InfoHash]*mswarm{}
@@ -81,18 +80,13 @@ func playModel(t *testing.T, seed uint64, steps int) {
 		}
 		a := &Announce{
 			InfoHash: ih, Addr: addr, Event: Event(r.IntN(4)), Seeder: r.IntN(3) == 0,
-			NumWant: r.IntN(30) - 2, Aux: Aux{User: uint32(step), Uploaded: uint64(step) * 3},
+			NumWant: r.IntN(30) - 2,
 		}
 		dst, res := tb.Announce(a, nil)
 
 		// The model's view of the same announce.
 		s := model[ih]
 		var want Result
-		if s != nil {
-			if p, ok := s.peers[addr]; ok {
-				want.Prev, want.PrevFound = p.aux, true
-			}
-		}
 		if s == nil && a.Event != EventStopped {
 			s = &mswarm{peers: map[netip.AddrPort]peer{}}
 			model[ih] = s
@@ -117,7 +111,7 @@ func playModel(t *testing.T, seed uint64, steps int) {
 					s.completed++
 					want.Completed = true
 				}
-				s.peers[addr] = peer{a.Seeder, now, a.Aux}
+				s.peers[addr] = peer{a.Seeder, now}
 			}
 			for _, p := range s.peers {
 				if p.seeder {

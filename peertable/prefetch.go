@@ -77,10 +77,8 @@ func (t *Table) Prefetch(reqs []Prefetch) {
 			continue
 		}
 		r.f, r.e = f, v.e
-		if w := set.w.Load(); w != nil {
-			if x := w.idx.Load(); x != nil {
-				r.cells, r.hk = x.cells, t.hashKey(&k)
-			}
+		if x := set.idx.Load(); x != nil {
+			r.cells, r.hk = x.cells, t.hashKey(&k)
 		}
 	}
 	for i := range reqs { // the index cell, or the two ends a small set's scan starts at

@@ -33,18 +33,10 @@ const (
 	portMask = 0xffff << 16
 )
 
-// keyMask selects the bits of a tail that belong to the peer's identity.
-func (f family) keyMask() uint64 {
-	if f == fam4 {
-		return ^uint64(seenMask) // address and port
-	}
-	return portMask
-}
-
 // A peerKey identifies a peer within its family: address and port.
 type peerKey struct {
 	hi, lo uint64 // IPv6 address; zero for IPv4
-	tail   uint64 // tail bits under keyMask
+	tail   uint64 // a tail without seen (and seq): IPv4 address and port, or IPv6 port
 }
 
 func keyOf(ap netip.AddrPort) (peerKey, family) {
@@ -143,11 +135,10 @@ func pack(seeders, leechers int) uint64       { return uint64(seeders)<<32 | uin
 type peerSet struct {
 	cnt atomic.Uint64
 	vec atomic.Pointer[slots]
-	// w holds the writer's extras; nil while the set is small and
-	// Accounting is off. Only the writer changes it or its contents; it
-	// is atomic, like side.idx, so that Prefetch may follow it to the
-	// index.
-	w atomic.Pointer[side]
+	// idx is the writer's key index, nil while the set is small. Only
+	// the writer changes it, replacing it whole when rebuilt, or its
+	// contents; it is atomic so that Prefetch may follow it.
+	idx atomic.Pointer[index]
 }
 
 // slots is the published slot array. It is replaced whole on growth and
@@ -156,31 +147,8 @@ type slots struct {
 	e []atomic.Uint64
 }
 
-// side is what the writer uses: the key index of a large set, and the Aux
-// of each slot under Accounting (same physical positions as the slots, so
-// it moves with them).
-type side struct {
-	idx atomic.Pointer[index] // replaced whole when rebuilt
-	aux []Aux                 // writer-only
-}
-
 // indexLocked returns the set's key index, or nil if it has none.
-func (s *peerSet) indexLocked() *index {
-	if w := s.w.Load(); w != nil {
-		return w.idx.Load()
-	}
-	return nil
-}
-
-// sideLocked returns s.w, creating it if need be.
-func (s *peerSet) sideLocked() *side {
-	w := s.w.Load()
-	if w == nil {
-		w = new(side)
-		s.w.Store(w)
-	}
-	return w
-}
+func (s *peerSet) indexLocked() *index { return s.idx.Load() }
 
 // capacities step by 1.5 and 4/3 in turn (2, 3, 4, 6, 8, 12, ...), so an
 // IPv4 array is always a whole malloc size class: nothing is lost to
@@ -272,30 +240,19 @@ func (s *peerSet) seenLocked(f family, p position) uint16 {
 	return f.seenAt(e, phys(len(e)/int(f), leech, i))
 }
 
-// auxLocked returns the Aux kept at p (Accounting only).
-func (s *peerSet) auxLocked(f family, p position) Aux {
-	e := s.vec.Load().e
-	leech, i := p.split()
-	return s.w.Load().aux[phys(len(e)/int(f), leech, i)]
-}
-
 // touchLocked records a re-announce of the peer at p that keeps its role.
-func (s *peerSet) touchLocked(t *Table, f family, p position, stamp uint16, aux *Aux) {
+func (s *peerSet) touchLocked(f family, p position, stamp uint16) {
 	e := s.vec.Load().e
 	leech, i := p.split()
-	j := phys(len(e)/int(f), leech, i)
-	f.touch(e, j, stamp)
-	if t.accounting {
-		s.w.Load().aux[j] = *aux
-	}
+	f.touch(e, phys(len(e)/int(f), leech, i), stamp)
 }
 
 // addLocked adds k, which is not in the set, as a seeder or a leecher.
-func (s *peerSet) addLocked(t *Table, f family, k *peerKey, leech bool, stamp uint16, aux *Aux) {
+func (s *peerSet) addLocked(t *Table, f family, k *peerKey, leech bool, stamp uint16) {
 	ns, nl := unpack(s.cnt.Load())
 	v := s.vec.Load()
 	if v == nil || ns+nl == len(v.e)/int(f) {
-		v = s.resizeLocked(t, f, capFor(ns+nl+1))
+		v = s.resizeLocked(f, capFor(ns+nl+1))
 	}
 	capacity := len(v.e) / int(f)
 	var p position
@@ -308,9 +265,6 @@ func (s *peerSet) addLocked(t *Table, f family, k *peerKey, leech bool, stamp ui
 		ns++
 	}
 	f.store(v.e, j, k, stamp) // the slot is written before the count admits it
-	if t.accounting {
-		s.w.Load().aux[j] = *aux
-	}
 	s.cnt.Store(pack(ns, nl))
 
 	switch x := s.indexLocked(); {
@@ -342,10 +296,6 @@ func (s *peerSet) removeLocked(t *Table, f family, p position) {
 	if i != last {
 		k := f.keyAt(e, from)
 		f.store(e, hole, &k, f.seenAt(e, from))
-		if t.accounting {
-			w := s.w.Load()
-			w.aux[hole] = w.aux[from]
-		}
 		if idx != nil {
 			lastPos := seederPos(last)
 			if leech {
@@ -365,21 +315,14 @@ func (s *peerSet) removeLocked(t *Table, f family, p position) {
 // resizeLocked publishes a copy of the set in an array of capacity slots
 // (nil for zero) and returns it. Positions are by role, so the index stays
 // valid.
-func (s *peerSet) resizeLocked(t *Table, f family, capacity int) *slots {
+func (s *peerSet) resizeLocked(f family, capacity int) *slots {
 	ns, nl := unpack(s.cnt.Load())
 	old := s.vec.Load()
 	if capacity == 0 {
 		s.vec.Store(nil)
-		if w := s.w.Load(); w != nil {
-			w.aux = nil
-		}
 		return nil
 	}
 	v := &slots{e: make([]atomic.Uint64, capacity*int(f))}
-	var aux []Aux
-	if t.accounting {
-		aux = make([]Aux, capacity)
-	}
 	if old != nil {
 		oldCap := len(old.e) / int(f)
 		for _, r := range [2]struct {
@@ -391,14 +334,8 @@ func (s *peerSet) resizeLocked(t *Table, f family, capacity int) *slots {
 				for w := range int(f) {
 					v.e[to*int(f)+w].Store(old.e[from*int(f)+w].Load())
 				}
-				if aux != nil {
-					aux[to] = s.w.Load().aux[from]
-				}
 			}
 		}
-	}
-	if t.accounting {
-		s.sideLocked().aux = aux
 	}
 	s.vec.Store(v) // after the copy: a reader that gets v sees every slot the counts admit
 	return v
@@ -409,12 +346,7 @@ func (s *peerSet) resizeLocked(t *Table, f family, capacity int) *slots {
 func (s *peerSet) reindexLocked(t *Table, f family) {
 	ns, nl := unpack(s.cnt.Load())
 	if ns+nl < indexOff {
-		if w := s.w.Load(); w != nil {
-			w.idx.Store(nil)
-			if w.aux == nil {
-				s.w.Store(nil)
-			}
-		}
+		s.idx.Store(nil)
 		return
 	}
 	x := newIndex(ns + nl)
@@ -428,7 +360,7 @@ func (s *peerSet) reindexLocked(t *Table, f family) {
 		k := f.keyAt(e, capacity-1-i)
 		x.insert(t.hashKey(&k), leecherPos(i))
 	}
-	s.sideLocked().idx.Store(x) // filled before it is published
+	s.idx.Store(x) // filled before it is published
 }
 
 // sweepBatch is how many slots a sweep examines per hold of a swarm's
@@ -488,9 +420,9 @@ func (s *peerSet) shrinkLocked(t *Table, f family) {
 	}
 	switch capacity := len(v.e) / int(f); {
 	case n == 0:
-		s.resizeLocked(t, f, 0)
+		s.resizeLocked(f, 0)
 	case capacity > 4 && 4*n <= capacity:
-		s.resizeLocked(t, f, capFor(2*n))
+		s.resizeLocked(f, capFor(2*n))
 	}
 	if x := s.indexLocked(); x != nil && (n < indexOff || len(x.cells) > indexMin && 8*n < len(x.cells)) {
 		s.reindexLocked(t, f)

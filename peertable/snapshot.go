@@ -77,7 +77,6 @@ type Written struct {
 // peers of one swarm as of one moment. The file as a whole is not a
 // snapshot of one moment while announces continue (see Range for which
 // swarms a walk sees); once the frontends have stopped it is exact.
-// Aux records (Config.Accounting) are not written.
 func (t *Table) WriteSnapshot(w io.Writer, withPeers bool) (Written, error) {
 	var wr Written
 	var crc uint32
@@ -208,8 +207,7 @@ func (t *Table) appendPeersLocked(buf []byte, set *peerSet, f family, now uint16
 // A swarm's completed count becomes the larger of its current and its
 // restored count. Restored peers are stamped with the table's current
 // clock, so a peer that never announces again expires one PeerLifetime
-// later; a peer already present keeps its entry. Restored peers have a
-// zero Aux.
+// later; a peer already present keeps its entry.
 //
 // A swarm restored with a completed count but no peers would be removed
 // by the next sweep, count and all, before its peers could come back. So
@@ -352,7 +350,6 @@ func (t *Table) restoreLocked(s *swarm, rec []byte, n4 int) (added4, added6 int)
 		s.state.Store(s.state.Load()&deadBit | c)
 	}
 	now := t.stamp()
-	var aux Aux
 	for p, i := snapRecPeerLen, 0; p < len(rec); i++ {
 		var k peerKey
 		f := fam4
@@ -373,7 +370,7 @@ func (t *Table) restoreLocked(s *swarm, rec []byte, n4 int) (added4, added6 int)
 		if set.findLocked(t, f, &k) != 0 {
 			continue
 		}
-		set.addLocked(t, f, &k, rec[p-1]&snapSeeder == 0, now, &aux)
+		set.addLocked(t, f, &k, rec[p-1]&snapSeeder == 0, now)
 		if f == fam4 {
 			added4++
 		} else {

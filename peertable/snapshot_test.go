@@ -8,6 +8,8 @@ import (
 	"hash/crc32"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -95,6 +97,90 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			again, err := dst.ReadSnapshot(bytes.NewReader(b))
 			if err != nil || again.PeersV4+again.PeersV6 != 0 {
 				t.Errorf("second ReadSnapshot = %+v, %v; want no peers added", again, err)
+			}
+		})
+	}
+}
+
+// TestSnapshotV1Files loads snapshots that the code of commit 5e5aab5
+// wrote (testdata/snapshot_v1_gen.go): without peers, with peers, and
+// with peers from a table with Config.Accounting, which that code had.
+// Files written before Accounting was removed must still load, and give
+// the same table whichever way they were written.
+func TestSnapshotV1Files(t *testing.T) {
+	var seeders4, leechers4 []string // swarm 0xd4: more peers than a set scans without its index
+	for i := 1; i <= 40; i++ {
+		if p := fmt.Sprintf("198.51.100.%d:6881", i); i%4 == 0 {
+			seeders4 = append(seeders4, p)
+		} else {
+			leechers4 = append(leechers4, p)
+		}
+	}
+	swarms := []struct {
+		ih                byte
+		completed         uint32
+		seeders, leechers []string // both families
+	}{
+		{0xa1, 1, []string{"10.0.0.1:6881", "[2001:db8::a1]:6881"}, []string{"10.0.0.2:6882", "10.0.0.3:6883"}},
+		{0xb2, 0, []string{"[2001:db8::1]:51413"}, []string{"[2001:db8::2]:51413", "192.0.2.7:1"}},
+		{0xc3, 2, nil, nil},
+		{0xd4, 10, seeders4, leechers4},
+	}
+	parse := func(ss []string) []netip.AddrPort {
+		var out []netip.AddrPort
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddrPort(s))
+		}
+		return sorted(out)
+	}
+	written := time.Unix(1_796_654_112, 0) // when the generator ran
+	for _, tt := range []struct {
+		file      string
+		withPeers bool
+	}{
+		{"snapshot_v1_counts.snap", false},
+		{"snapshot_v1_peers.snap", true},
+		{"snapshot_v1_peers_accounting.snap", true},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb := newTable(t, Config{})
+			res, err := tb.ReadSnapshot(bytes.NewReader(b))
+			if err != nil {
+				t.Fatalf("ReadSnapshot(%s): %v", tt.file, err)
+			}
+			checkTable(t, tb)
+			want := Restored{Swarms: 4, PeersV4: 44, PeersV6: 3}
+			if !tt.withPeers {
+				want = Restored{Swarms: 3} // swarm 0xb2 has peers but no count
+			}
+			if !res.Written.Equal(written) {
+				t.Errorf("Restored.Written = %v, want %v", res.Written, written)
+			}
+			if res.Written = (time.Time{}); res != want {
+				t.Errorf("ReadSnapshot(%s) = %+v, want %+v", tt.file, res, want)
+			}
+			for _, sw := range swarms {
+				ih := InfoHash{sw.ih}
+				ws, wl := parse(sw.seeders), parse(sw.leechers)
+				if !tt.withPeers {
+					ws, wl = nil, nil
+				}
+				wc := Counts{Seeders: uint32(len(ws)), Leechers: uint32(len(wl)), Completed: sw.completed}
+				if got := tb.Scrape(ih); got != wc {
+					t.Errorf("swarm %x: Scrape = %+v, want %+v", sw.ih, got, wc)
+				}
+				var gs, gl []netip.AddrPort
+				for _, v6 := range []bool{false, true} {
+					s, l := tb.contents(ih, v6)
+					gs, gl = append(gs, s...), append(gl, l...)
+				}
+				if gs, gl = sorted(gs), sorted(gl); !slices.Equal(gs, ws) || !slices.Equal(gl, wl) {
+					t.Errorf("swarm %x: seeders %v leechers %v, want %v %v", sw.ih, gs, gl, ws, wl)
+				}
 			}
 		})
 	}

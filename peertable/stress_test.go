@@ -42,13 +42,13 @@ func TestStress(t *testing.T) {
 	for _, phase := range []string{"clock=still", "clock=moving"} {
 		t.Run(phase, func(t *testing.T) {
 			moving := phase == "clock=moving"
-			tb := newTable(t, Config{PeerLifetime: time.Minute, Accounting: true, Swarms: 1})
+			tb := newTable(t, Config{PeerLifetime: time.Minute, Swarms: 1})
 			tb.Tick(t0)
 
 			// The big swarm first, so that it exceeds a sweep batch.
 			for w := range workers {
 				for i := range bigOwn {
-					tb.Announce(&Announce{InfoHash: hashN(0), Addr: addr4(1<<20 | w<<12 | i), Seeder: i%3 == 0, Aux: Aux{User: uint32(w)}}, nil)
+					tb.Announce(&Announce{InfoHash: hashN(0), Addr: addr4(1<<20 | w<<12 | i), Seeder: i%3 == 0}, nil)
 				}
 			}
 
@@ -127,20 +127,15 @@ func TestStress(t *testing.T) {
 							Event:    Event(r.IntN(4)),
 							Seeder:   r.IntN(2) == 0,
 							NumWant:  r.IntN(60),
-							Aux:      Aux{User: uint32(w)},
 						}
 						if sw >= busy && r.IntN(3) == 0 {
 							a.Event = EventStopped // empty the quiet swarms often
 						}
-						var res Result
-						dst, res = tb.Announce(a, dst[:0])
+						dst, _ = tb.Announce(a, dst[:0])
 						for _, p := range decode(t, dst, v6) {
 							if p == addr {
 								t.Errorf("%v was given itself", addr)
 							}
-						}
-						if res.PrevFound && res.Prev.User != uint32(w) {
-							t.Errorf("%v: Prev.User = %d, want %d (another peer's Aux)", addr, res.Prev.User, w)
 						}
 						m := models[w*swarms+sw]
 						if a.Event == EventStopped {

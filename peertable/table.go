@@ -38,7 +38,6 @@ type Table struct {
 	unit       int64
 	life       uint16 // PeerLifetime in units, rounded up
 	refresh    uint16 // RefreshEvery in units, at least 1
-	accounting bool
 	onExpire   func(InfoHash, Peer)
 	sweepEvery time.Duration
 
@@ -137,7 +136,6 @@ func New(cfg Config) (*Table, error) {
 		k2:         rand.Uint64() | 1,
 		unit:       unit,
 		life:       uint16((secs + unit - 1) / unit),
-		accounting: cfg.Accounting,
 		onExpire:   cfg.OnExpire,
 		sweepEvery: min(max(cfg.PeerLifetime/4, time.Second), 30*time.Second),
 	}
@@ -382,9 +380,6 @@ func (t *Table) updateLocked(s *swarm, a *Announce, f family, k *peerKey) Result
 	}
 	p := set.findLocked(t, f, k)
 	wasSeeder := p > 0
-	if p != 0 && t.accounting {
-		res.Prev, res.PrevFound = set.auxLocked(f, p), true
-	}
 	if a.Event == EventStopped {
 		if p != 0 {
 			set.removeLocked(t, f, p)
@@ -402,13 +397,13 @@ func (t *Table) updateLocked(s *swarm, a *Announce, f family, k *peerKey) Result
 		if prev := set.seenLocked(f, p); prev/t.refresh != now/t.refresh {
 			res.Change = ChangeRefresh
 		}
-		set.touchLocked(t, f, p, now, &a.Aux)
+		set.touchLocked(f, p, now)
 	case p != 0:
-		set.removeLocked(t, f, p)                      // a role change: out of one region...
-		set.addLocked(t, f, k, !a.Seeder, now, &a.Aux) // ...into the other
+		set.removeLocked(t, f, p)              // a role change: out of one region...
+		set.addLocked(t, f, k, !a.Seeder, now) // ...into the other
 		res.Change = ChangeRole
 	default:
-		set.addLocked(t, f, k, !a.Seeder, now, &a.Aux)
+		set.addLocked(t, f, k, !a.Seeder, now)
 		res.Change = ChangeAdded
 	}
 	return res

@@ -68,7 +68,7 @@ func TestNewConfig(t *testing.T) {
 		ok  bool
 	}{
 		{Config{}, true},
-		{Config{PeerLifetime: 12 * time.Hour, Accounting: true, Swarms: 1}, true},
+		{Config{PeerLifetime: 12 * time.Hour, Swarms: 1}, true},
 		{Config{PeerLifetime: 12*time.Hour + time.Second}, false},
 		{Config{PeerLifetime: -time.Second}, false},
 		{Config{PeerLifetime: time.Millisecond}, true}, // rounded up to a second
@@ -367,46 +367,6 @@ func TestSweep(t *testing.T) {
 	}
 }
 
-func TestAccounting(t *testing.T) {
-	for _, accounting := range []bool{false, true} {
-		t.Run(fmt.Sprintf("accounting=%v", accounting), func(t *testing.T) {
-			tb := newTable(t, Config{Accounting: accounting})
-			ih := hashN(3)
-			for i := range 50 { // past the index threshold, and through growth
-				tb.Announce(&Announce{InfoHash: ih, Addr: addr4(i), Aux: Aux{User: uint32(i), Uploaded: 10}}, nil)
-			}
-			a := &Announce{InfoHash: ih, Addr: addr4(7), Aux: Aux{User: 7, Uploaded: 100, Downloaded: 5}}
-			_, res := tb.Announce(a, nil)
-			want := Result{Counts: Counts{Leechers: 50}}
-			if accounting {
-				want.Prev, want.PrevFound = Aux{User: 7, Uploaded: 10}, true
-			}
-			if res != want {
-				t.Errorf("re-announce = %+v, want %+v", res, want)
-			}
-			a.Seeder, a.Aux.Downloaded = true, 6 // role change keeps the Aux
-			_, res = tb.Announce(a, nil)
-			if accounting && res.Prev != (Aux{User: 7, Uploaded: 100, Downloaded: 5}) {
-				t.Errorf("after a role change Prev = %+v", res.Prev)
-			}
-			a.Event = EventStopped
-			_, res = tb.Announce(a, nil)
-			if accounting && res.Prev != (Aux{User: 7, Uploaded: 100, Downloaded: 6}) {
-				t.Errorf("stop: Prev = %+v", res.Prev)
-			}
-			_, res = tb.Announce(a, nil)
-			if res.PrevFound {
-				t.Errorf("stop of a removed peer: PrevFound = true")
-			}
-			_, res = tb.Announce(&Announce{InfoHash: ih, Addr: addr6(1)}, nil)
-			if res.PrevFound {
-				t.Errorf("new peer: PrevFound = true")
-			}
-			checkTable(t, tb)
-		})
-	}
-}
-
 // TestStaleSwarmPick announces into a swarm of 5,000 peers that have all
 // gone stale before the sweep came, plus a few fresh ones: the pick may
 // give fewer than all the fresh peers (it visits a bounded number of
@@ -464,7 +424,7 @@ func TestLargeSwarmChurn(t *testing.T) {
 			if v6 {
 				addr = addr6
 			}
-			tb := newTable(t, Config{PeerLifetime: time.Minute, Accounting: true})
+			tb := newTable(t, Config{PeerLifetime: time.Minute})
 			t0 := time.Unix(1_700_000_000, 0)
 			tb.Tick(t0)
 			ih := hashN(9)
@@ -499,24 +459,22 @@ func TestAnnounceDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are not meaningful under -race")
 	}
-	for _, accounting := range []bool{false, true} {
-		for _, v6 := range []bool{false, true} {
-			for _, n := range []int{10, 1000} {
-				t.Run(fmt.Sprintf("accounting=%v/v6=%v/peers=%d", accounting, v6, n), func(t *testing.T) {
-					tb, a := newSwarm(t, Config{Accounting: accounting}, v6, n)
-					dst := make([]byte, 0, 50*PeerLenV6)
-					allocs := testing.AllocsPerRun(100, func() {
-						a.Seeder = !a.Seeder // a role change each time
-						dst, _ = tb.Announce(a, dst[:0])
-					})
-					if allocs != 0 {
-						t.Errorf("Announce allocated %v times per call, want 0", allocs)
-					}
-					if allocs := testing.AllocsPerRun(100, func() { tb.Scrape(a.InfoHash) }); allocs != 0 {
-						t.Errorf("Scrape allocated %v times per call, want 0", allocs)
-					}
+	for _, v6 := range []bool{false, true} {
+		for _, n := range []int{10, 1000} {
+			t.Run(fmt.Sprintf("v6=%v/peers=%d", v6, n), func(t *testing.T) {
+				tb, a := newSwarm(t, Config{}, v6, n)
+				dst := make([]byte, 0, 50*PeerLenV6)
+				allocs := testing.AllocsPerRun(100, func() {
+					a.Seeder = !a.Seeder // a role change each time
+					dst, _ = tb.Announce(a, dst[:0])
 				})
-			}
+				if allocs != 0 {
+					t.Errorf("Announce allocated %v times per call, want 0", allocs)
+				}
+				if allocs := testing.AllocsPerRun(100, func() { tb.Scrape(a.InfoHash) }); allocs != 0 {
+					t.Errorf("Scrape allocated %v times per call, want 0", allocs)
+				}
+			})
 		}
 	}
 }
