@@ -2,7 +2,9 @@ package tracker
 
 import (
 	"errors"
+	"math"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +89,35 @@ func TestAnnounceNumWant(t *testing.T) {
 	}
 	if len(res.Peers) != 0 {
 		t.Errorf("a stopped announce got %d bytes of peers, want none", len(res.Peers))
+	}
+}
+
+func TestLimitsCheck(t *testing.T) {
+	nan := math.NaN()
+	for _, tc := range []struct {
+		l     Limits
+		field string // "" for no error
+	}{
+		{Limits{}, ""},
+		{Limits{ConnectRate: 1e9, ConnectBurst: 1e9, AnnounceRate: 0.01, AnnounceBurst: 1}, ""},
+		{Limits{ConnectRate: -1}, "ConnectRate"},
+		{Limits{ConnectRate: nan}, "ConnectRate"},
+		{Limits{ConnectRate: 1, ConnectBurst: -1}, "ConnectBurst"},
+		{Limits{AnnounceRate: 2e9}, "AnnounceRate"},
+		{Limits{AnnounceRate: nan}, "AnnounceRate"},
+		{Limits{AnnounceBurst: 1e9 + 1}, "AnnounceBurst"},
+	} {
+		err := tc.l.Check()
+		if tc.field == "" {
+			if err != nil {
+				t.Errorf("%+v.Check() = %v, want nil", tc.l, err)
+			}
+			continue
+		}
+		var le *LimitError
+		if !errors.As(err, &le) || le.Field != tc.field || !strings.HasPrefix(err.Error(), tc.field+" ") {
+			t.Errorf("%+v.Check() = %v, want a *LimitError naming %s", tc.l, err, tc.field)
+		}
 	}
 }
 
