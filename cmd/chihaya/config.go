@@ -70,6 +70,11 @@ type UDPConfig struct {
 	AnnounceBurst   int      `toml:"announce_burst"`
 }
 
+// limits are the [udp] rate limits.
+func (u *UDPConfig) limits() tracker.Limits {
+	return tracker.Limits{ConnectRate: u.ConnectRate, ConnectBurst: u.ConnectBurst, AnnounceRate: u.AnnounceRate, AnnounceBurst: u.AnnounceBurst}
+}
+
 // HTTPConfig is the HTTP announce and scrape frontend (httpcompat).
 type HTTPConfig struct {
 	// Disabled switches the HTTP frontend off.

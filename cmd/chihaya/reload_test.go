@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,8 +168,8 @@ func TestReloadableKeysExist(t *testing.T) {
 	}
 }
 
-// TestReloadRateLimit switches the HTTP announce limit on and off by
-// reloading, without a restart.
+// TestReloadRateLimit switches the HTTP announce limit and the UDP
+// connect and announce limits on and off by reloading, without a restart.
 func TestReloadRateLimit(t *testing.T) {
 	dir := t.TempDir()
 	const base = "[admin]\ndisabled = true\n[http]\naddrs = [\"127.0.0.1:0\"]\n"
@@ -194,14 +196,19 @@ func TestReloadRateLimit(t *testing.T) {
 	if limited() || limited() {
 		t.Fatal("limited before any limit was configured")
 	}
+	if c, a := udpLimits(t, d); c != 0 || a != 0 {
+		t.Fatalf("before any limit: UDP rate limited %d of 20 connects and %d of 5 announces, want none", c, a)
+	}
 	if err := d.reload(on); err != nil {
 		t.Fatal(err)
 	}
 	if limited() || !limited() {
 		t.Fatal("after reloading a limit of one announce: want the first allowed and the second limited")
 	}
-	if got, want := d.udp.Limits(), (udp.Limits{ConnectRate: 5, AnnounceRate: 0.5, AnnounceBurst: 2}); got != want {
-		t.Errorf("UDP limits after reload = %+v, want %+v", got, want)
+	// connect_rate = 5 allows a burst of 5 a second; the source's first
+	// connect took one, and a second may tick during the burst.
+	if c, a := udpLimits(t, d); c < 20-9 || c > 20-4 || a != 5-2 {
+		t.Errorf("after reloading UDP limits: %d of 20 connects and %d of 5 announces rate limited, want 11 to 16 and 3", c, a)
 	}
 	if err := d.reload(off); err != nil {
 		t.Fatal(err)
@@ -209,7 +216,50 @@ func TestReloadRateLimit(t *testing.T) {
 	if limited() {
 		t.Fatal("still limited after reloading without a limit")
 	}
-	if got := d.udp.Limits(); got != (udp.Limits{}) {
-		t.Errorf("UDP limits after reloading without them = %+v", got)
+	if c, a := udpLimits(t, d); c != 0 || a != 0 {
+		t.Errorf("after reloading without limits: UDP rate limited %d of 20 connects and %d of 5 announces, want none", c, a)
 	}
+}
+
+// udpLimits connects to d's UDP frontend from a new socket, then sends a
+// burst of 20 connects and one of 5 announces, and returns how many of
+// each the frontend dropped as rate limited. It counts with the
+// frontend's Stats, waiting until every request is counted, so that it
+// needs no timeout for the replies that never come.
+func udpLimits(t *testing.T, d *daemon) (connects, announces int) {
+	t.Helper()
+	c, err := net.Dial("udp", d.udpAddrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := udp.AppendConnect(nil, udp.ConnectRequest{TxID: 1})
+	buf := make([]byte, 1500)
+	c.Write(conn)
+	if n, err := c.Read(buf); err != nil || n != 16 {
+		t.Fatalf("connect reply: %d bytes, %v", n, err)
+	}
+	ann := udp.AppendAnnounce(nil, &udp.AnnounceRequest{
+		ConnID: binary.BigEndian.Uint64(buf[8:16]), TxID: 2, InfoHash: [20]byte{1, 2, 3},
+		PeerID: [20]byte([]byte("-TE0001-udp000000002")), Left: 1, NumWant: -1, Port: 6881,
+	})
+	burst := func(pkt []byte, n int) int {
+		t.Helper()
+		counted := func(st udp.Stats) uint64 { return st.Connects + st.Announces + st.RateLimited }
+		before := d.udp.Stats()
+		for range n {
+			if _, err := c.Write(pkt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for deadline := time.Now().Add(5 * time.Second); counted(d.udp.Stats())-counted(before) < uint64(n); {
+			if time.Now().After(deadline) {
+				t.Fatalf("UDP frontend counted %d of %d requests in 5s", counted(d.udp.Stats())-counted(before), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return int(d.udp.Stats().RateLimited - before.RateLimited)
+	}
+	return burst(conn, 20), burst(ann, 5)
 }
