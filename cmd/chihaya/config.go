@@ -101,6 +101,11 @@ type HTTPConfig struct {
 	FullScrapeEvery Duration `toml:"full_scrape_every"`
 }
 
+// limits are the [http] rate limits; HTTP has no connect step.
+func (h *HTTPConfig) limits() tracker.Limits {
+	return tracker.Limits{AnnounceRate: h.AnnounceRate, AnnounceBurst: h.AnnounceBurst}
+}
+
 // AdminConfig is the operations listener: metrics, health, profiles.
 type AdminConfig struct {
 	// Disabled switches the admin listener off; it is on by default, on

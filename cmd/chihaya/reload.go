@@ -83,8 +83,8 @@ func (d *daemon) reload(path string) error {
 		if err := d.http.SetPolicy(p); err != nil {
 			d.log.Error("reload: http policy not applied", "err", err)
 		}
-		if h, l := next.HTTP, d.live.HTTP; h.AnnounceRate != l.AnnounceRate || h.AnnounceBurst != l.AnnounceBurst {
-			if err := d.http.SetAnnounceLimit(h.AnnounceRate, h.AnnounceBurst); err != nil {
+		if lim := next.HTTP.limits(); lim != d.live.HTTP.limits() {
+			if err := d.http.SetLimits(lim); err != nil {
 				d.log.Error("reload: http announce limit not applied", "err", err)
 			}
 		}
