@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,7 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chihaya/chihaya/httpcompat/bencodetest"
 	"github.com/chihaya/chihaya/internal/testenv"
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/udp"
 )
 
@@ -262,4 +267,89 @@ func udpLimits(t *testing.T, d *daemon) (connects, announces int) {
 		return int(d.udp.Stats().RateLimited - before.RateLimited)
 	}
 	return burst(conn, 20), burst(ann, 5)
+}
+
+// TestReloadMaxNumWant checks that a reload of tracker.max_numwant
+// reaches both frontends: a client that asks for more peers than any max
+// gets the old max, then the raised one, then the lowered one, over HTTP
+// and over UDP, from a swarm larger than all of them.
+func TestReloadMaxNumWant(t *testing.T) {
+	dir := t.TempDir()
+	const base = "[admin]\ndisabled = true\n[http]\naddrs = [\"127.0.0.1:0\"]\n" +
+		"[udp]\naddrs = [\"127.0.0.1:0\"]\nworkers = 1\n[tracker]\ndefault_numwant = 2\n"
+	files := map[int]string{}
+	for _, most := range []int{5, 30, 3} {
+		files[most] = filepath.Join(dir, fmt.Sprintf("max_numwant_%d.toml", most))
+		if err := os.WriteFile(files[most], fmt.Appendf(nil, "%smax_numwant = %d\n", base, most), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := LoadConfig(files[5])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Skipf("cannot listen on loopback: %v", err)
+	}
+	runDaemon(t, d)
+
+	ih := [20]byte{0x4e, 0x57}
+	for i := range 40 {
+		req := tracker.AnnounceRequest{InfoHash: ih, Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 6881), Left: 1}
+		if _, err := d.core.Announce(&req, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	httpPeers := func() int {
+		t.Helper()
+		body := get(t, fmt.Sprintf("http://%s/announce?info_hash=%s&peer_id=-TE0001-000000007001&port=7001&uploaded=0&downloaded=0&left=1&numwant=1000",
+			d.httpAddrs()[0], url.QueryEscape(string(ih[:]))))
+		v, err := bencodetest.Decode([]byte(body))
+		if err != nil {
+			t.Fatalf("announce reply %q: %v", body, err)
+		}
+		m, _ := v.(map[string]any)
+		peers, ok := m["peers"].(string)
+		if !ok {
+			t.Fatalf("announce reply %v has no compact peers", v)
+		}
+		return len(peers) / peertable.PeerLenV4
+	}
+	udpPeers := func() int {
+		t.Helper()
+		c, err := net.Dial("udp", d.udpAddrs()[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 1500)
+		c.Write(udp.AppendConnect(nil, udp.ConnectRequest{TxID: 1}))
+		if n, err := c.Read(buf); err != nil || n != 16 {
+			t.Fatalf("connect reply: %d bytes, %v", n, err)
+		}
+		c.Write(udp.AppendAnnounce(nil, &udp.AnnounceRequest{
+			ConnID: binary.BigEndian.Uint64(buf[8:16]), TxID: 2, InfoHash: ih,
+			PeerID: [20]byte([]byte("-TE0001-000000007002")), Left: 1, NumWant: 1000, Port: 7002,
+		}))
+		n, err := c.Read(buf)
+		if err != nil || n < 20 || binary.BigEndian.Uint32(buf) != 1 {
+			t.Fatalf("announce reply %x: %v", buf[:n], err)
+		}
+		return (n - 20) / peertable.PeerLenV4
+	}
+	for i, most := range []int{5, 30, 3} {
+		if i > 0 {
+			if err := d.reload(files[most]); err != nil {
+				t.Fatalf("reload(max_numwant = %d) = %v", most, err)
+			}
+		}
+		if got := httpPeers(); got != most {
+			t.Errorf("max_numwant %d: HTTP announce asking for 1000 got %d peers, want %d", most, got, most)
+		}
+		if got := udpPeers(); got != most {
+			t.Errorf("max_numwant %d: UDP announce asking for 1000 got %d peers, want %d", most, got, most)
+		}
+	}
 }
