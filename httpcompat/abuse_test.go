@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chihaya/chihaya/httpcompat/bencodetest"
+	"github.com/chihaya/chihaya/tracker"
 )
 
 // announceFrom runs one announce through s as if from remote, and
@@ -211,9 +212,9 @@ func TestConnFloodBounded(t *testing.T) {
 	}
 }
 
-// SetAnnounceLimit switches the limit on, off and to a new rate while the
-// server runs (what a reload does).
-func TestSetAnnounceLimit(t *testing.T) {
+// SetLimits switches the limit on, off and to a new rate while the
+// server runs (what a reload does), and ignores the connect fields.
+func TestSetLimits(t *testing.T) {
 	s, _, _ := newFullServer(t, Config{})
 	limited := func() bool {
 		_, ok := announceFrom(t, s, "192.0.2.1:1000", 6881)["failure reason"]
@@ -224,22 +225,30 @@ func TestSetAnnounceLimit(t *testing.T) {
 			t.Fatalf("announce %d limited with no limit", i)
 		}
 	}
-	if err := s.SetAnnounceLimit(0.1, 1); err != nil {
+	if err := s.SetLimits(tracker.Limits{ConnectRate: 0.1, ConnectBurst: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if limited() {
+			t.Fatalf("announce %d limited by a connect limit", i)
+		}
+	}
+	if err := s.SetLimits(tracker.Limits{AnnounceRate: 0.1, AnnounceBurst: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if limited() || !limited() {
 		t.Fatal("a limit of one announce: want the first allowed, the second limited")
 	}
-	if err := s.SetAnnounceLimit(0, 0); err != nil {
+	if err := s.SetLimits(tracker.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if limited() {
 		t.Fatal("limited after the limit was switched off")
 	}
-	if err := s.SetAnnounceLimit(-1, 0); err == nil || !strings.Contains(err.Error(), "AnnounceRate") {
-		t.Fatalf("SetAnnounceLimit(-1) = %v, want an error naming AnnounceRate", err)
+	if err := s.SetLimits(tracker.Limits{AnnounceRate: -1}); err == nil || !strings.Contains(err.Error(), "AnnounceRate") {
+		t.Fatalf("SetLimits(AnnounceRate -1) = %v, want an error naming AnnounceRate", err)
 	}
 	if limited() {
-		t.Fatal("a refused SetAnnounceLimit changed the limit in effect")
+		t.Fatal("a refused SetLimits changed the limit in effect")
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chihaya/chihaya/httpcompat/bencodetest"
 	"github.com/chihaya/chihaya/peertable"
 	"github.com/chihaya/chihaya/tracker"
 )
@@ -236,5 +238,87 @@ func BenchmarkFullScrapeServe(b *testing.B) {
 				s.ServeHTTP(w, r)
 			}
 		})
+	}
+}
+
+// bodyWriter is a ResponseWriter that keeps the last body in a buffer it
+// reuses, so that a test can read replies without allocating per call.
+type bodyWriter struct {
+	h    http.Header
+	body []byte
+}
+
+func (w *bodyWriter) Header() http.Header { return w.h }
+func (w *bodyWriter) Write(b []byte) (int, error) {
+	w.body = append(w.body[:0], b...)
+	return len(b), nil
+}
+func (w *bodyWriter) WriteHeader(int) {}
+
+// TestBuffersFollowMaxNumWant reloads the tracker's MaxNumWant up and
+// down under a Server that is answering, and checks that each reply then
+// carries the new number of peers and that, once the pooled buffers have
+// adjusted, an announce allocates nothing: a reply larger than the
+// buffers made at Listen (2500 peers as dictionaries, about 85 KB) is
+// kept in the pool rather than made again for every request.
+func TestBuffersFollowMaxNumWant(t *testing.T) {
+	s, ih := benchSwarm(t, 3000)
+	query := strings.Replace(benchQuery(ih, ""), "&numwant=50", "&numwant=5000", 1)
+	requests := map[string]*http.Request{}
+	for _, tc := range []struct{ name, remote, extra string }{
+		{"v4 compact=0", "192.0.2.1:40000", "&compact=0"},
+		{"v6 compact=1", "[2001:db8:ffff::1]:40000", ""},
+	} {
+		u, err := url.Parse("/announce?" + query + tc.extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests[tc.name] = &http.Request{Method: "GET", URL: u, RemoteAddr: tc.remote, Header: http.Header{}}
+	}
+	peers := func(name string, body []byte) int {
+		t.Helper()
+		v, err := bencodetest.Decode(body)
+		if err != nil {
+			t.Fatalf("%s: reply %.200q: %v", name, body, err)
+		}
+		m, _ := v.(map[string]any)
+		if l, ok := m["peers"].([]any); ok {
+			return len(l)
+		}
+		p6, _ := m["peers6"].(string)
+		return len(p6) / peertable.PeerLenV6
+	}
+	w := &bodyWriter{h: http.Header{}}
+	for _, maxNumWant := range []int{200, 2500, 20, 2500} {
+		if err := s.t.SetConfig(tracker.Config{DefaultNumWant: 10, MaxNumWant: maxNumWant}); err != nil {
+			t.Fatal(err)
+		}
+		for name, r := range requests {
+			s.ServeHTTP(w, r) // buffers adjust on the first request
+			s.ServeHTTP(w, r)
+			if got := peers(name, w.body); got != maxNumWant {
+				t.Errorf("MaxNumWant %d, %s asking for 5000: %d peers, want %d", maxNumWant, name, got, maxNumWant)
+			}
+			if raceEnabled {
+				continue
+			}
+			if n := testing.AllocsPerRun(20, func() { s.ServeHTTP(w, r) }); n != 0 {
+				t.Errorf("MaxNumWant %d, %s: ServeHTTP allocated %v times, want 0", maxNumWant, name, n)
+			}
+		}
+	}
+
+	// Lowered again, MaxNumWant no longer needs the large buffers: the
+	// pool lets them go.
+	x := s.newExchange()
+	s.announce(x, netip.MustParseAddr("2001:db8:ffff::2"), nil, query+"&compact=0")
+	x.wire = append(x.wire, x.out...)
+	if err := s.t.SetConfig(tracker.Config{DefaultNumWant: 10, MaxNumWant: 20}); err != nil {
+		t.Fatal(err)
+	}
+	s.putExchange(x)
+	peersLen, outLen := s.bufLens()
+	if cap(x.peers) > 2*peersLen || cap(x.out) > outLen || cap(x.wire) > flushAt+outLen {
+		t.Errorf("after MaxNumWant went from 2500 to 20, the pool kept buffers of %d, %d and %d bytes", cap(x.peers), cap(x.out), cap(x.wire))
 	}
 }

@@ -19,6 +19,18 @@
 // per Config.FullScrapeCache, and each client (an IPv4 address or an IPv6
 // /64) gets at most one per Config.FullScrapeEvery (see fullscrape.go).
 //
+// The announce policy is the tracker's, not the Server's: an announce
+// reaches the core with the client's numwant as sent (absent means the
+// tracker's DefaultNumWant) and no room of HTTP's own
+// (tracker.AnnounceRequest.MaxPeers unset), and the tracker caps it at
+// its MaxNumWant. Buffers for peers and replies are sized from the
+// tracker's MaxNumWant in effect as requests come, not once at Listen,
+// so a reload that raises or lowers it through tracker.Tracker.SetConfig
+// reaches HTTP with no call on the Server. What is the Server's own and
+// may change while it serves is its Policy (SetPolicy) and its rate
+// limit (SetLimits, which takes the tracker.Limits every frontend takes,
+// ignoring the connect fields: HTTP has no connect step).
+//
 // Config.AnnounceRate, off by default, limits how often each client (an
 // IPv4 address or an IPv6 /64) may announce; an announce over the limit
 // is refused with "rate limited" and BEP 31's "retry in". The limit lives
@@ -30,7 +42,9 @@
 // bounded by Config.ReadHeaderTimeout and Config.MaxConns: beyond
 // MaxConns, connections wait in the kernel's accept queue, not in ours.
 // An idle connection holds 1 KiB of buffer; larger buffers are borrowed
-// from pools only while a request is read or answered.
+// from pools only while a request is read or answered. A pooled buffer
+// grows to what the tracker's MaxNumWant needs and is kept until a lower
+// MaxNumWant no longer needs it.
 //
 // Families never mix: the client's address, never a v4-mapped one, picks
 // the peers it is given — IPv4 clients get "peers", IPv6 clients get

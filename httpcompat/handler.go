@@ -199,9 +199,17 @@ func (s *Server) announce(x *exchange, client netip.Addr, urlData []byte, rawQue
 		Downloaded: q.Downloaded,
 		Left:       q.Left,
 		Event:      q.Event,
-		NumWant:    q.NumWant,
+		NumWant:    q.NumWant, // as sent: the tracker resolves it
 		Key:        q.Key,
 		URLData:    urlData,
+		// No MaxPeers: a reply over TCP has room for whatever the
+		// tracker's MaxNumWant allows.
+	}
+	// A reload may have raised MaxNumWant since x.peers was made: make
+	// it large enough once, rather than letting the table's appends grow
+	// it step by step.
+	if need, _ := s.bufLens(); cap(x.peers) < need {
+		x.peers = make([]byte, 0, need)
 	}
 	res, err := s.t.Announce(&x.req, x.peers[:0])
 	x.req.URLData = nil

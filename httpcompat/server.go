@@ -99,6 +99,11 @@ type Config struct {
 	// recent 16,384 clients and forgets older ones first. Zero means 60
 	// seconds.
 	FullScrapeEvery time.Duration
+	// AnnounceRate and AnnounceBurst are the rate limit the Server starts
+	// with, the announce fields of a tracker.Limits; SetLimits replaces
+	// them while it serves. HTTP has no connect step, so there are no
+	// connect fields.
+	//
 	// AnnounceRate limits each client (an IPv4 address or an IPv6 /64) to
 	// this many announces a second on average; an announce over the limit
 	// is refused with the failure reason "rate limited" and BEP 31's
@@ -155,12 +160,11 @@ func (c *Config) Check() error {
 		return fmt.Errorf("httpcompat: MaxConns %d must not be negative (0 means 16384)", c.MaxConns)
 	case c.MaxScrape < 0 || c.MaxScrape > maxMaxScrape:
 		return fmt.Errorf("httpcompat: MaxScrape %d out of range (0 means 64, at most %d)", c.MaxScrape, maxMaxScrape)
-	case !(c.AnnounceRate >= 0 && c.AnnounceRate <= 1e9): // NaN too
-		return fmt.Errorf("httpcompat: AnnounceRate %v out of range (0 means no limit, at most 1e9 a second)", c.AnnounceRate)
-	case c.AnnounceBurst < 0 || c.AnnounceBurst > 1e9:
-		return fmt.Errorf("httpcompat: AnnounceBurst %d out of range (0 means the rate rounded up, at most 1e9)", c.AnnounceBurst)
 	case c.RealIPHeader != "" && !validHeaderName(c.RealIPHeader):
 		return fmt.Errorf("httpcompat: RealIPHeader %q is not a header name", c.RealIPHeader)
+	}
+	if err := c.limits().Check(); err != nil {
+		return fmt.Errorf("httpcompat: %w", err)
 	}
 	for i, p := range c.TrustedProxies {
 		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
@@ -168,6 +172,11 @@ func (c *Config) Check() error {
 		}
 	}
 	return nil
+}
+
+// limits are the rate limits c starts a Server with.
+func (c *Config) limits() tracker.Limits {
+	return tracker.Limits{AnnounceRate: c.AnnounceRate, AnnounceBurst: c.AnnounceBurst}
 }
 
 const maxMaxScrape = 1024
@@ -228,7 +237,6 @@ type Server struct {
 
 	realIPHeader string           // canonical
 	forwardedFor bool             // realIPHeader is X-Forwarded-For: a list
-	maxPeers     int              // tracker's MaxNumWant
 	full         *fullScrape      // nil unless Config.FullScrape
 	now          func() time.Time // time.Now; tests set another clock
 	stats        *counters
@@ -269,21 +277,27 @@ func newPolicy(p Policy) *policy {
 	return &policy{Policy: p, tooMany: fmt.Sprintf("too many info_hash values (at most %d)", p.MaxScrape)}
 }
 
-// SetAnnounceLimit replaces the per-client announce rate limit
-// (Config.AnnounceRate and AnnounceBurst; a zero rate switches it off)
-// for every announce that starts after it returns. The new limit starts
-// with empty buckets: every client gets its full burst again. On error
-// the limit in effect is kept.
-func (s *Server) SetAnnounceLimit(rate float64, burst int) error {
-	if rate == 0 {
+// SetLimits replaces the per-client announce rate limit, which starts as
+// Config.AnnounceRate and AnnounceBurst (a zero rate switches it off), for
+// every announce that starts after it returns. It takes the
+// tracker.Limits every frontend takes; HTTP has no connect step, so
+// ConnectRate and ConnectBurst are checked but otherwise ignored. The new
+// limit starts with empty buckets: every client gets its full burst
+// again. On error, which names the field out of range, the limit in
+// effect is kept.
+func (s *Server) SetLimits(l tracker.Limits) error {
+	if err := l.Check(); err != nil {
+		return fmt.Errorf("httpcompat: %w", err)
+	}
+	if l.AnnounceRate == 0 {
 		s.limit.Store(nil)
 		return nil
 	}
-	l, err := ratelimit.New(rate, burst, limitBuckets)
-	if err != nil {
+	lim, err := ratelimit.New(l.AnnounceRate, l.AnnounceBurst, limitBuckets)
+	if err != nil { // not reached: Check allows only what New does
 		return fmt.Errorf("httpcompat: AnnounceRate: %w", err)
 	}
-	s.limit.Store(l)
+	s.limit.Store(lim)
 	return nil
 }
 
@@ -339,7 +353,6 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 		t:            t,
 		log:          cfg.Logger,
 		realIPHeader: textproto.CanonicalMIMEHeaderKey(cfg.RealIPHeader),
-		maxPeers:     t.Config().MaxNumWant,
 		now:          time.Now,
 		stats:        new(counters),
 		done:         make(chan struct{}),
@@ -349,7 +362,7 @@ func newServer(cfg Config, t *tracker.Tracker) (*Server, error) {
 	if cfg.FullScrape {
 		s.full = newFullScrape(t.Peers(), &cfg)
 	}
-	if err := s.SetAnnounceLimit(cfg.AnnounceRate, cfg.AnnounceBurst); err != nil {
+	if err := s.SetLimits(cfg.limits()); err != nil {
 		return nil, err
 	}
 	s.forwardedFor = s.realIPHeader == "X-Forwarded-For"
@@ -436,11 +449,14 @@ func (s *Server) closeListeners() {
 }
 
 // exchange is the per-request state the core borrows from the pool, so
-// that a request in steady state allocates nothing of ours.
+// that a request in steady state allocates nothing of ours. Its buffers
+// follow the tracker's MaxNumWant, which a reload may change while the
+// exchange sits in the pool: announce makes peers larger when it must,
+// and putExchange drops what outgrew the MaxNumWant in effect (bufLens).
 type exchange struct {
 	query  AnnounceQuery
 	req    tracker.AnnounceRequest
-	peers  []byte // compact peers from the tracker
+	peers  []byte // compact peers from the tracker; cap is what one announce may be given
 	hashes []peertable.InfoHash
 	out    []byte // the reply
 	wire   []byte // the connection loop's pending output: heads and replies
@@ -453,26 +469,54 @@ const (
 	// are not ours (404).
 	maxPathLen = 256
 	// outLen is a reply buffer's initial size, enough for 50 IPv6 peers
-	// or a scrape of 32 hashes; a buffer that grew past maxOutLen is not
-	// kept.
+	// or a scrape of 32 hashes; a buffer that grew past maxOutLen, or
+	// past what the largest announce reply needs if that is more (see
+	// bufLens), is not kept.
 	outLen    = 2048
 	maxOutLen = 64 << 10
+	// announceHeadLen bounds an announce reply without its peers: every
+	// key, counts of 10 digits, a 16-byte external ip.
+	announceHeadLen = 256
+	// maxPeerDictLen bounds one peer of a compact=0 reply, the longest
+	// form: d2:ip<len>:<address text>4:porti65535ee.
+	maxPeerDictLen = len("d2:ip45:") + len("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255") + len("4:porti65535ee")
 )
 
+// bufLens returns what the tracker's MaxNumWant in effect asks of an
+// exchange's buffers: peers, the bytes of compact peers an announce may
+// be given (IPv6, the larger, so one buffer serves both families), and
+// out, the largest reply buffer worth keeping (an announce of that many
+// peers in the longest form, and at least maxOutLen). It reads the
+// tracker's config rather than a copy, so that a reload of
+// max_numwant, up or down, reaches the next request.
+func (s *Server) bufLens() (peers, out int) {
+	n := s.t.Config().MaxNumWant
+	return n * peertable.PeerLenV6, max(maxOutLen, announceHeadLen+n*maxPeerDictLen)
+}
+
 func (s *Server) newExchange() *exchange {
+	peers, _ := s.bufLens()
 	return &exchange{
-		peers:  make([]byte, 0, s.maxPeers*peertable.PeerLenV6),
+		peers:  make([]byte, 0, peers),
 		hashes: make([]peertable.InfoHash, 0, s.cfg.MaxScrape),
 		out:    make([]byte, 0, outLen),
 	}
 }
 
+// putExchange gives x back to the pool, without buffers that are more
+// than the MaxNumWant in effect needs: one that grew for a larger
+// MaxNumWant before a reload lowered it is let go. A peers buffer up to
+// twice the size needed is kept, so that a small change costs nothing.
 func (s *Server) putExchange(x *exchange) {
-	if cap(x.out) > maxOutLen {
+	peers, out := s.bufLens()
+	if cap(x.out) > out {
 		x.out = make([]byte, 0, outLen)
 	}
-	if cap(x.wire) > 2*maxOutLen {
+	if cap(x.wire) > flushAt+out {
 		x.wire = nil
+	}
+	if cap(x.peers) > 2*peers {
+		x.peers = nil // announce makes one of the size needed
 	}
 	x.wire = x.wire[:0]
 	x.req.URLData = nil

@@ -9,7 +9,9 @@ import (
 	"github.com/chihaya/chihaya/peertable"
 )
 
-// Config holds the announce policy. Zero values mean "use the default".
+// Config holds the announce policy, the same for every frontend. Zero
+// values mean "use the default". SetConfig is the one way to change it
+// while serving: frontends keep no copy of it.
 type Config struct {
 	// Interval is how long clients are asked to wait between announces.
 	// Zero means 30 minutes.
@@ -18,11 +20,30 @@ type Config struct {
 	// 5 minutes. It must not exceed Interval.
 	MinInterval time.Duration
 	// DefaultNumWant is the number of peers given when a client does not
-	// say (BEP 15's -1). Zero means 50.
+	// say (BEP 15's -1, HTTP without numwant). Zero means 50.
 	DefaultNumWant int
-	// MaxNumWant caps what a client may ask for. Zero means 200. Frontends
-	// may cap further to fit a datagram.
+	// MaxNumWant caps what a client may ask for. Zero means 200. A
+	// frontend whose reply has less room says so in
+	// AnnounceRequest.MaxPeers, and the smaller bound applies. Frontends
+	// that size buffers by it read it from Tracker.Config, which follows
+	// SetConfig.
 	MaxNumWant int
+}
+
+// numWant is how many peers an announce under c is given: asked, or
+// DefaultNumWant when asked is negative, then at most MaxNumWant and at
+// most room when room is positive (the frontend's AnnounceRequest.MaxPeers).
+// This is the only place numwant is resolved.
+func (c *Config) numWant(asked, room int) int {
+	want := asked
+	if want < 0 {
+		want = c.DefaultNumWant
+	}
+	want = min(want, c.MaxNumWant)
+	if room > 0 {
+		want = min(want, room)
+	}
+	return want
 }
 
 func (c *Config) setDefaults() error {
@@ -107,10 +128,14 @@ type AnnounceRequest struct {
 	Downloaded uint64
 	Left       uint64
 	Event      peertable.Event
-	// NumWant is how many peers the client asked for; negative means the
-	// default. Frontends pass it already capped to what fits their reply.
+	// NumWant is how many peers the client asked for, as it said it;
+	// negative means Config.DefaultNumWant. The tracker caps it.
 	NumWant int
-	Key     uint32
+	// MaxPeers is the most peers the frontend's reply can carry (UDP: what
+	// fits Config.MaxPacket); zero means the frontend sets no limit of its
+	// own. It must not be negative.
+	MaxPeers int
+	Key      uint32
 	// URLData is the BEP 41 URL data (UDP) or request path (HTTP); it
 	// carries the passkey in private mode. Valid only during the call.
 	URLData []byte
@@ -126,9 +151,11 @@ type AnnounceResponse struct {
 	Peers []byte
 }
 
-// Announce applies req to the swarm and appends the chosen peers to peers.
-// Once the swarm and the peer exist and peers has room, it does not
-// allocate.
+// Announce applies req to the swarm and appends the chosen peers to peers:
+// req.NumWant of them, or Config.DefaultNumWant if that is negative, at
+// most Config.MaxNumWant and at most req.MaxPeers if it is set, and none
+// for a stopped event. Once the swarm and the peer exist and peers has
+// room for that many, it does not allocate.
 func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse, error) {
 	if req.Addr.Port() == 0 {
 		return AnnounceResponse{}, ErrInvalidPort
@@ -153,11 +180,7 @@ func (t *Tracker) Announce(req *AnnounceRequest, peers []byte) (AnnounceResponse
 		}
 	}
 	cfg := t.cfg.Load()
-	want := req.NumWant
-	if want < 0 {
-		want = cfg.DefaultNumWant
-	}
-	want = min(want, cfg.MaxNumWant)
+	want := cfg.numWant(req.NumWant, req.MaxPeers)
 	if req.Event == peertable.EventStopped {
 		want = 0 // a peer that leaves needs no peers
 	}

@@ -2,7 +2,9 @@ package tracker
 
 import (
 	"errors"
+	"math"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +89,103 @@ func TestAnnounceNumWant(t *testing.T) {
 	}
 	if len(res.Peers) != 0 {
 		t.Errorf("a stopped announce got %d bytes of peers, want none", len(res.Peers))
+	}
+}
+
+// TestAnnounceMaxPeers checks that the frontend's room caps the reply
+// together with the client's numwant, DefaultNumWant and MaxNumWant,
+// whichever is smallest, and that zero room means no frontend limit.
+func TestAnnounceMaxPeers(t *testing.T) {
+	tr := newTracker(t, Config{DefaultNumWant: 4, MaxNumWant: 8})
+	for i := range 20 {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 6881)
+		if _, err := announce(t, tr, addr.String(), 0, peertable.EventStarted, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ ask, room, want int }{
+		{-1, 0, 4},   // default, no frontend limit
+		{-1, 2, 2},   // the room is below the default
+		{-1, 6, 4},   // the room is above the default
+		{100, 0, 8},  // MaxNumWant
+		{100, 5, 5},  // the room is below MaxNumWant
+		{100, 50, 8}, // the room is above MaxNumWant
+		{3, 5, 3},    // the client asks for less than either
+		{0, 5, 0},
+	} {
+		req := AnnounceRequest{
+			InfoHash: peertable.InfoHash{1},
+			Addr:     netip.MustParseAddrPort("198.51.100.1:6881"),
+			Left:     1,
+			NumWant:  tc.ask,
+			MaxPeers: tc.room,
+		}
+		res, err := tr.Announce(&req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(res.Peers) / peertable.PeerLenV4; got != tc.want {
+			t.Errorf("numwant %d, MaxPeers %d: got %d peers, want %d", tc.ask, tc.room, got, tc.want)
+		}
+	}
+}
+
+// TestNumWantFollowsSetConfig checks that a new DefaultNumWant and
+// MaxNumWant apply to the next announce, whatever the frontend's room.
+func TestNumWantFollowsSetConfig(t *testing.T) {
+	tr := newTracker(t, Config{DefaultNumWant: 2, MaxNumWant: 3})
+	for i := range 20 {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 6881)
+		if _, err := announce(t, tr, addr.String(), 0, peertable.EventStarted, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(ask int) int {
+		t.Helper()
+		req := AnnounceRequest{InfoHash: peertable.InfoHash{1}, Addr: netip.MustParseAddrPort("198.51.100.1:6881"), Left: 1, NumWant: ask, MaxPeers: 10}
+		res, err := tr.Announce(&req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(res.Peers) / peertable.PeerLenV4
+	}
+	if d, m := count(-1), count(100); d != 2 || m != 3 {
+		t.Fatalf("before SetConfig: default %d peers, most %d; want 2, 3", d, m)
+	}
+	if err := tr.SetConfig(Config{DefaultNumWant: 6, MaxNumWant: 15}); err != nil {
+		t.Fatal(err)
+	}
+	if d, m := count(-1), count(100); d != 6 || m != 10 {
+		t.Errorf("after SetConfig: default %d peers, most %d; want 6, 10 (the room)", d, m)
+	}
+}
+
+func TestLimitsCheck(t *testing.T) {
+	nan := math.NaN()
+	for _, tc := range []struct {
+		l     Limits
+		field string // "" for no error
+	}{
+		{Limits{}, ""},
+		{Limits{ConnectRate: 1e9, ConnectBurst: 1e9, AnnounceRate: 0.01, AnnounceBurst: 1}, ""},
+		{Limits{ConnectRate: -1}, "ConnectRate"},
+		{Limits{ConnectRate: nan}, "ConnectRate"},
+		{Limits{ConnectRate: 1, ConnectBurst: -1}, "ConnectBurst"},
+		{Limits{AnnounceRate: 2e9}, "AnnounceRate"},
+		{Limits{AnnounceRate: nan}, "AnnounceRate"},
+		{Limits{AnnounceBurst: 1e9 + 1}, "AnnounceBurst"},
+	} {
+		err := tc.l.Check()
+		if tc.field == "" {
+			if err != nil {
+				t.Errorf("%+v.Check() = %v, want nil", tc.l, err)
+			}
+			continue
+		}
+		var le *LimitError
+		if !errors.As(err, &le) || le.Field != tc.field || !strings.HasPrefix(err.Error(), tc.field+" ") {
+			t.Errorf("%+v.Check() = %v, want a *LimitError naming %s", tc.l, err, tc.field)
+		}
 	}
 }
 

@@ -6,9 +6,11 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
 )
 
 // deliverAt is deliver at now, Unix seconds.
@@ -129,7 +131,7 @@ func TestListenRateLimitErrors(t *testing.T) {
 		{Config{ConnectRate: 1, ConnectBurst: -1}, "ConnectBurst"},
 		{Config{AnnounceBurst: -1}, "AnnounceBurst"},
 	} {
-		_, err := newServer(tc.cfg, &recorder{}, 50)
+		_, err := newServer(tc.cfg, &recorder{})
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
 			t.Errorf("newServer(%+v) = %v, want an error naming %s", tc.cfg, err, tc.want)
 		}
@@ -237,21 +239,21 @@ func TestSetLimits(t *testing.T) {
 	if got := w.answered(srcV4, conn, 10, testNow); got != 10 {
 		t.Fatalf("no limit: %d of 10 connects answered", got)
 	}
-	if err := w.s.SetLimits(Limits{ConnectRate: 1, ConnectBurst: 3}); err != nil {
+	if err := w.s.SetLimits(tracker.Limits{ConnectRate: 1, ConnectBurst: 3}); err != nil {
 		t.Fatal(err)
 	}
 	w.refreshLimits()
 	if got := w.answered(srcV4, conn, 10, testNow); got != 3 {
 		t.Errorf("limit of 3: %d of 10 connects answered", got)
 	}
-	if err := w.s.SetLimits(Limits{ConnectRate: -1}); err == nil {
-		t.Error("SetLimits with a negative rate succeeded")
+	if err := w.s.SetLimits(tracker.Limits{ConnectRate: -1}); err == nil || !strings.Contains(err.Error(), "ConnectRate") {
+		t.Errorf("SetLimits with a negative rate = %v, want an error naming ConnectRate", err)
 	}
 	w.refreshLimits()
 	if got := w.answered(srcV4, conn, 1, testNow); got != 0 {
 		t.Error("a refused SetLimits changed the limits in effect")
 	}
-	if err := w.s.SetLimits(Limits{}); err != nil {
+	if err := w.s.SetLimits(tracker.Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	w.refreshLimits()

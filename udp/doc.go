@@ -2,6 +2,19 @@
 // and scrape requests over UDP from one tracker.Tracker, with BEP 41 URL
 // data passed on to the tracker (private mode reads the passkey there).
 //
+// # Who owns what
+//
+// The Server owns the wire: sockets, connection IDs, the codec, the
+// per-source rate limits and whether the IP field is believed. The
+// announce policy is the tracker's: an announce reaches it with the
+// client's num_want as sent and, as tracker.AnnounceRequest.MaxPeers,
+// the most peers that fit a reply of Config.MaxPacket; the tracker
+// resolves the two against its DefaultNumWant and MaxNumWant, and a
+// reload of those reaches UDP through tracker.Tracker.SetConfig alone.
+// What may change while a Server serves is its Policy (SetPolicy) and its
+// rate limits (SetLimits, which takes the tracker.Limits every frontend
+// takes); the rest of Config needs a new Server.
+//
 // # Sockets and workers
 //
 // For each listen address a Server opens Config.Workers sockets bound to
@@ -46,8 +59,9 @@
 //     ID that cannot be parsed gets a BEP 15 error naming the fault.
 //   - Only the text of a *ParseError or *tracker.ClientError is sent to a
 //     client; any other error goes out as "internal error".
-//   - An announce reply fits Config.MaxPacket, headers included: numwant
-//     is clamped to the peers that fit.
+//   - An announce reply fits Config.MaxPacket, headers included: the
+//     tracker is given the peers that fit as its MaxPeers, and a longer
+//     answer would be cut to them.
 //   - No request, however malformed, makes a parser read out of bounds,
 //     loop, or hold more than MaxURLData bytes of URL data.
 //
@@ -65,7 +79,7 @@
 //
 // Config.ConnectRate and Config.AnnounceRate, off by default, limit how
 // often each source, an IPv4 address or an IPv6 /64, may connect and
-// announce. Each worker has its own limiters (package
+// announce; SetLimits replaces them (and their bursts) while serving. Each worker has its own limiters (package
 // internal/ratelimit): a fixed table of 2×4096 token buckets, 64 KiB per
 // limit, indexed by a hash of the source under a random per-worker seed.
 // Memory is fixed however many sources there are; sources whose buckets

@@ -41,12 +41,15 @@ type Config struct {
 	// means none. At most an hour.
 	ConnIDGrace time.Duration
 	// MaxPacket is the largest IP packet (headers included: 20+8 bytes
-	// for IPv4, 40+8 for IPv6) an announce reply may make; numwant is
-	// clamped to fit. Zero means 1500. At least 576, at most 65535.
+	// for IPv4, 40+8 for IPv6) an announce reply may make. The peers
+	// that fit are the room the Server gives the tracker
+	// (tracker.AnnounceRequest.MaxPeers), which resolves numwant. Zero
+	// means 1500. At least 576, at most 65535.
 	MaxPacket int
 	// AllowIPOverride honours the IP field of IPv4 announces. Off by
 	// default: it lets anyone announce someone else's address. The field
-	// is always ignored in IPv6 announces.
+	// is always ignored in IPv6 announces. SetPolicy changes it while the
+	// Server serves.
 	AllowIPOverride bool
 	// Batch is how many datagrams a worker reads and writes per system
 	// call (recvmmsg and sendmmsg on Linux, one at a time elsewhere).
@@ -55,6 +58,10 @@ type Config struct {
 	// until the last is ready: on AMD EPYC VMs 16 answered 7% more
 	// announces than 32 at a quarter less p99 (docs/performance.md).
 	Batch int
+	// ConnectRate, ConnectBurst, AnnounceRate and AnnounceBurst are the
+	// per-source rate limits the Server starts with, the fields of a
+	// tracker.Limits; SetLimits replaces them while it serves.
+	//
 	// ConnectRate limits each source (an IPv4 address or an IPv6 /64) to
 	// this many connect requests a second on average, in each worker;
 	// a connect over the limit gets no reply. Zero means no limit. See
@@ -162,13 +169,13 @@ type Server struct {
 	policy atomic.Pointer[Policy]
 	// limits is swapped whole by SetLimits; each worker rebuilds its own
 	// limiters when it sees a new one, at the start of a batch.
-	limits atomic.Pointer[Limits]
+	limits atomic.Pointer[tracker.Limits]
 	// latency holds the batch times of answered connects, announces and
 	// scrapes (see Stats).
 	latency [3]latency.Histogram
 
 	// Derived from cfg.
-	maxPeers4 int // most IPv4 peers in a reply of MaxPacket
+	maxPeers4 int // most IPv4 peers in a reply of MaxPacket: the tracker's MaxPeers
 	maxPeers6 int
 	replyLen  int // largest reply payload
 
@@ -187,11 +194,11 @@ func Listen(cfg Config, t *tracker.Tracker) (*Server, error) {
 	if t == nil {
 		panic("udp: Listen with nil tracker")
 	}
-	return listen(cfg, t, t.Config().DefaultNumWant)
+	return listen(cfg, t)
 }
 
-func listen(cfg Config, c core, defaultNumWant int) (*Server, error) {
-	s, err := newServer(cfg, c, defaultNumWant)
+func listen(cfg Config, c core) (*Server, error) {
+	s, err := newServer(cfg, c)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +235,7 @@ func listen(cfg Config, c core, defaultNumWant int) (*Server, error) {
 
 // newServer checks cfg, fills in its defaults and derives what the
 // workers need, without opening sockets.
-func newServer(cfg Config, c core, defaultNumWant int) (*Server, error) {
+func newServer(cfg Config, c core) (*Server, error) {
 	if len(cfg.Addrs) == 0 {
 		cfg.Addrs = []string{"0.0.0.0:6969", "[::]:6969"}
 	}
@@ -261,9 +268,9 @@ func newServer(cfg Config, c core, defaultNumWant int) (*Server, error) {
 	case len(cfg.Secret) > 0 && len(cfg.Secret) < 16:
 		return nil, fmt.Errorf("udp: Secret has %d bytes, want at least 16", len(cfg.Secret))
 	}
-	limits := Limits{ConnectRate: cfg.ConnectRate, ConnectBurst: cfg.ConnectBurst, AnnounceRate: cfg.AnnounceRate, AnnounceBurst: cfg.AnnounceBurst}
-	if err := limits.check(); err != nil {
-		return nil, err
+	limits := tracker.Limits{ConnectRate: cfg.ConnectRate, ConnectBurst: cfg.ConnectBurst, AnnounceRate: cfg.AnnounceRate, AnnounceBurst: cfg.AnnounceBurst}
+	if err := limits.Check(); err != nil {
+		return nil, fmt.Errorf("udp: %w", err)
 	}
 	secret := cfg.Secret
 	if len(secret) == 0 {
@@ -279,7 +286,7 @@ func newServer(cfg Config, c core, defaultNumWant int) (*Server, error) {
 		maxPeers4: (cfg.MaxPacket - ipv4HeaderLen - udpHeaderLen - announceReplyLen) / peertable.PeerLenV4,
 		maxPeers6: (cfg.MaxPacket - ipv6HeaderLen - udpHeaderLen - announceReplyLen) / peertable.PeerLenV6,
 	}
-	s.policy.Store(&Policy{DefaultNumWant: defaultNumWant, AllowIPOverride: cfg.AllowIPOverride})
+	s.policy.Store(&Policy{AllowIPOverride: cfg.AllowIPOverride})
 	s.limits.Store(&limits)
 	s.replyLen = max(
 		announceReplyLen+s.maxPeers4*peertable.PeerLenV4,
@@ -289,71 +296,29 @@ func newServer(cfg Config, c core, defaultNumWant int) (*Server, error) {
 	return s, nil
 }
 
-// A Policy is the part of a Server's behaviour that may change while it
-// serves; everything else in Config needs a new Server.
+// A Policy is the part of a Server's own behaviour that may change while
+// it serves; everything else in Config needs a new Server. The announce
+// policy (intervals, numwant) is the tracker's and changes with
+// tracker.Tracker.SetConfig; the rate limits change with SetLimits.
 type Policy struct {
-	// DefaultNumWant is the number of peers given for num_want -1, before
-	// the cap that keeps a reply within MaxPacket: the tracker's
-	// DefaultNumWant. It must not be negative.
-	DefaultNumWant int
 	// AllowIPOverride is Config.AllowIPOverride.
 	AllowIPOverride bool
 }
 
-// Limits are the per-source rate limits: Config's ConnectRate,
-// ConnectBurst, AnnounceRate and AnnounceBurst.
-type Limits struct {
-	ConnectRate   float64
-	ConnectBurst  int
-	AnnounceRate  float64
-	AnnounceBurst int
-}
+// SetPolicy replaces the policy for every announce that starts after it
+// returns.
+func (s *Server) SetPolicy(p Policy) { s.policy.Store(&p) }
 
-func (l *Limits) check() error {
-	for _, f := range []struct {
-		name      string
-		rate      float64
-		burstName string
-		burst     int
-	}{
-		{"ConnectRate", l.ConnectRate, "ConnectBurst", l.ConnectBurst},
-		{"AnnounceRate", l.AnnounceRate, "AnnounceBurst", l.AnnounceBurst},
-	} {
-		switch {
-		case !(f.rate >= 0 && f.rate <= 1e9): // NaN too
-			return fmt.Errorf("udp: %s %v out of range (0 means no limit, at most 1e9 a second)", f.name, f.rate)
-		case f.burst < 0 || f.burst > 1e9:
-			return fmt.Errorf("udp: %s %d out of range (0 means the rate rounded up, at most 1e9)", f.burstName, f.burst)
-		}
-	}
-	return nil
-}
-
-// Limits returns the rate limits in effect (or about to be: workers
-// apply new ones at their next batch).
-func (s *Server) Limits() Limits { return *s.limits.Load() }
-
-// SetLimits replaces the rate limits. Each worker applies them at the
-// start of its next batch, with empty buckets: every source gets its full
-// burst again. On error the limits in effect are kept.
-func (s *Server) SetLimits(l Limits) error {
-	if err := l.check(); err != nil {
-		return err
+// SetLimits replaces the rate limits, which start as Config's
+// ConnectRate, ConnectBurst, AnnounceRate and AnnounceBurst. Each worker
+// applies them at the start of its next batch, with empty buckets: every
+// source gets its full burst again. On error, which names the field out
+// of range, the limits in effect are kept.
+func (s *Server) SetLimits(l tracker.Limits) error {
+	if err := l.Check(); err != nil {
+		return fmt.Errorf("udp: %w", err)
 	}
 	s.limits.Store(&l)
-	return nil
-}
-
-// Policy returns the policy in effect.
-func (s *Server) Policy() Policy { return *s.policy.Load() }
-
-// SetPolicy replaces the policy for every announce that starts after it
-// returns. On error the policy in effect is kept.
-func (s *Server) SetPolicy(p Policy) error {
-	if p.DefaultNumWant < 0 {
-		return fmt.Errorf("udp: DefaultNumWant %d is negative", p.DefaultNumWant)
-	}
-	s.policy.Store(&p)
 	return nil
 }
 

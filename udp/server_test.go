@@ -56,11 +56,7 @@ func serve(t *testing.T, cfg Config, c core) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = discardLogger()
 	}
-	defNumWant := 50
-	if tr, ok := c.(*tracker.Tracker); ok {
-		defNumWant = tr.Config().DefaultNumWant
-	}
-	s, err := listen(cfg, c, defNumWant)
+	s, err := listen(cfg, c)
 	if err != nil {
 		t.Fatal(err)
 	}

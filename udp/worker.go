@@ -61,7 +61,7 @@ type worker struct {
 	stats counters
 
 	// The worker's own rate limits, nil when off, built from limits.
-	limits        *Limits
+	limits        *tracker.Limits
 	connectLimit  *ratelimit.Limiter
 	announceLimit *ratelimit.Limiter
 
@@ -251,7 +251,7 @@ func (w *worker) refreshLimits() {
 }
 
 // setLimits rebuilds the worker's limiters for l (checked already).
-func (w *worker) setLimits(l *Limits) error {
+func (w *worker) setLimits(l *tracker.Limits) error {
 	w.limits = l
 	w.connectLimit, w.announceLimit = nil, nil
 	var err error
@@ -312,12 +312,6 @@ func (w *worker) announce(m *message, b []byte, txID uint32) {
 			ip = o
 		}
 	}
-	want := int(r.NumWant)
-	if want < 0 {
-		want = pol.DefaultNumWant
-	}
-	want = min(want, maxPeers)
-
 	t := &w.treq
 	*t = tracker.AnnounceRequest{
 		InfoHash:   r.InfoHash,
@@ -327,7 +321,8 @@ func (w *worker) announce(m *message, b []byte, txID uint32) {
 		Downloaded: r.Downloaded,
 		Left:       r.Left,
 		Event:      r.Event,
-		NumWant:    want,
+		NumWant:    int(r.NumWant), // the tracker resolves it, within MaxPeers
+		MaxPeers:   maxPeers,
 		Key:        r.Key,
 		URLData:    r.URLData,
 	}
@@ -339,7 +334,7 @@ func (w *worker) announce(m *message, b []byte, txID uint32) {
 		return
 	}
 	peers := res.Peers
-	if limit := want * peerLen; len(peers) > limit {
+	if limit := maxPeers * peerLen; len(peers) > limit {
 		peers = peers[:limit] // never outgrow MaxPacket, whatever the table does
 	}
 	m.out = append(m.out[:announceReplyLen], peers...) // a no-op copy when in place

@@ -45,11 +45,7 @@ func newTestWorker(tb testing.TB, cfg Config, c core) *worker {
 		cfg.Logger = discardLogger()
 	}
 	cfg.Batch = 1
-	defNumWant := 50
-	if tr, ok := c.(*tracker.Tracker); ok {
-		defNumWant = tr.Config().DefaultNumWant
-	}
-	s, err := newServer(cfg, c, defNumWant)
+	s, err := newServer(cfg, c)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -96,8 +92,8 @@ func errorText(tb testing.TB, reply []byte, txID uint32) string {
 }
 
 // recorder is a core that remembers the last announce and the requests
-// of the last Prefetch, and answers with NumWant made-up peers, or with
-// err.
+// of the last Prefetch, and answers with made-up peers, NumWant of them
+// within MaxPeers as the tracker would (-1 taken as 50), or with err.
 type recorder struct {
 	last       tracker.AnnounceRequest
 	urlData    []byte
@@ -121,7 +117,14 @@ func (r *recorder) Announce(req *tracker.AnnounceRequest, peers []byte) (tracker
 	if req.Addr.Addr().Is4() {
 		n = peertable.PeerLenV4
 	}
-	for i := range req.NumWant * n {
+	want := req.NumWant
+	if want < 0 {
+		want = 50
+	}
+	if req.MaxPeers > 0 {
+		want = min(want, req.MaxPeers)
+	}
+	for i := range want * n {
 		peers = append(peers, byte(i))
 	}
 	return tracker.AnnounceResponse{Interval: 1800, MinInterval: 300, Peers: peers[start:]}, nil
@@ -293,9 +296,9 @@ func TestHandleAnnounceRequest(t *testing.T) {
 		{"ip field loopback", true, srcV4, [4]byte{127, 0, 0, 1}, 10, nil, netip.MustParseAddrPort("192.0.2.1:6881"), 10},
 		{"ip field ignored for v6", true, srcV6, [4]byte{198, 51, 100, 9}, 10, nil, netip.MustParseAddrPort("[2001:db8::1]:6881"), 10},
 		{"4-in-6 source unmapped", false, netip.MustParseAddrPort("[::ffff:192.0.2.1]:40000"), [4]byte{}, 10, nil, netip.MustParseAddrPort("192.0.2.1:6881"), 10},
-		{"default numwant", false, srcV4, [4]byte{}, -1, nil, netip.MustParseAddrPort("192.0.2.1:6881"), 50},
-		{"numwant clamped v4", false, srcV4, [4]byte{}, 10000, nil, netip.MustParseAddrPort("192.0.2.1:6881"), (1500 - 28 - 20) / 6},
-		{"numwant clamped v6", false, srcV6, [4]byte{}, 10000, nil, netip.MustParseAddrPort("[2001:db8::1]:6881"), (1500 - 48 - 20) / 18},
+		{"default numwant passed as sent", false, srcV4, [4]byte{}, -1, nil, netip.MustParseAddrPort("192.0.2.1:6881"), -1},
+		{"numwant above the room passed as sent", false, srcV4, [4]byte{}, 10000, nil, netip.MustParseAddrPort("192.0.2.1:6881"), 10000},
+		{"numwant above the room v6", false, srcV6, [4]byte{}, 10000, nil, netip.MustParseAddrPort("[2001:db8::1]:6881"), 10000},
 		{"url data", false, srcV4, [4]byte{}, 0, []byte("/announce/0123456789abcdef?x=1"), netip.MustParseAddrPort("192.0.2.1:6881"), 0},
 	}
 	for _, tc := range tests {
@@ -310,10 +313,15 @@ func TestHandleAnnounceRequest(t *testing.T) {
 				t.Fatalf("reply %x is not an announce reply", reply)
 			}
 			got := rec.last
+			// The room is the peers that fit a 1500-byte packet.
+			room := (1500 - 28 - 20) / 6
+			if tc.wantAddr.Addr().Is6() {
+				room = (1500 - 48 - 20) / 18
+			}
 			want := tracker.AnnounceRequest{
 				InfoHash: r.InfoHash, PeerID: r.PeerID, Addr: tc.wantAddr,
 				Uploaded: r.Uploaded, Downloaded: r.Downloaded, Left: r.Left,
-				Event: r.Event, NumWant: tc.wantWant, Key: r.Key,
+				Event: r.Event, NumWant: tc.wantWant, MaxPeers: room, Key: r.Key,
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("tracker got %+v, want %+v", got, want)
@@ -475,35 +483,87 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// TestSetPolicy checks that a new policy applies to the next announce and
-// that a bad one is refused and the old one kept.
+// TestSetPolicy checks that a new policy applies to the next announce.
 func TestSetPolicy(t *testing.T) {
 	rec := &recorder{}
 	w := newTestWorker(t, Config{}, rec)
 	send := func() tracker.AnnounceRequest {
 		t.Helper()
 		r := testAnnounce()
-		r.ConnID, r.IP, r.NumWant = w.connID(srcV4), [4]byte{198, 51, 100, 9}, -1
+		r.ConnID, r.IP = w.connID(srcV4), [4]byte{198, 51, 100, 9}
 		if reply := w.deliver(srcV4, AppendAnnounce(nil, &r)); len(reply) < announceReplyLen {
 			t.Fatalf("reply %x is not an announce reply", reply)
 		}
 		return rec.last
 	}
-	if got := send(); got.NumWant != 50 || got.Addr.Addr() != srcV4.Addr() {
-		t.Errorf("before SetPolicy: tracker got numwant %d from %v, want 50 from %v", got.NumWant, got.Addr, srcV4.Addr())
+	if got := send(); got.Addr.Addr() != srcV4.Addr() {
+		t.Errorf("before SetPolicy: tracker got an announce from %v, want %v", got.Addr, srcV4.Addr())
 	}
-	if err := w.s.SetPolicy(Policy{DefaultNumWant: 7, AllowIPOverride: true}); err != nil {
-		t.Fatalf("SetPolicy: %v", err)
-	}
+	w.s.SetPolicy(Policy{AllowIPOverride: true})
 	wantAddr := netip.MustParseAddr("198.51.100.9")
-	if got := send(); got.NumWant != 7 || got.Addr.Addr() != wantAddr {
-		t.Errorf("after SetPolicy: tracker got numwant %d from %v, want 7 from %v", got.NumWant, got.Addr, wantAddr)
+	if got := send(); got.Addr.Addr() != wantAddr {
+		t.Errorf("after SetPolicy: tracker got an announce from %v, want %v", got.Addr, wantAddr)
 	}
-	if err := w.s.SetPolicy(Policy{DefaultNumWant: -1}); err == nil {
-		t.Error("SetPolicy accepted a negative DefaultNumWant")
+}
+
+// TestAnnounceNumWantFromTracker checks, over a real tracker, that the
+// number of peers in a reply is the tracker's numwant within the room of
+// MaxPacket, and that a new tracker config reaches the replies with no
+// call on the Server.
+func TestAnnounceNumWantFromTracker(t *testing.T) {
+	pt, err := peertable.New(peertable.Config{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if p := w.s.Policy(); p.DefaultNumWant != 7 || !p.AllowIPOverride {
-		t.Errorf("after a refused SetPolicy: Policy() = %+v, want the previous policy", p)
+	tr, err := tracker.New(tracker.Config{DefaultNumWant: 30, MaxNumWant: 1000}, pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newTestWorker(t, Config{}, tr)
+	r := testAnnounce()
+	swarm(t, tr, r.InfoHash, 300)
+	peers := func(src netip.AddrPort, numWant int32) int {
+		t.Helper()
+		r.ConnID, r.NumWant = w.connID(src), numWant
+		reply := w.deliver(src, AppendAnnounce(nil, &r))
+		if len(reply) < announceReplyLen || binary.BigEndian.Uint32(reply) != actionAnnounce {
+			t.Fatalf("reply %x is not an announce reply", reply)
+		}
+		n := peertable.PeerLenV4
+		if src.Addr().Is6() {
+			n = peertable.PeerLenV6
+		}
+		return (len(reply) - announceReplyLen) / n
+	}
+	room4, room6 := (1500-28-20)/6, (1500-48-20)/18 // 242 and 79
+	for _, tc := range []struct {
+		name    string
+		src     netip.AddrPort
+		numWant int32
+		want    int
+	}{
+		{"default v4", srcV4, -1, 30},
+		{"default v6", srcV6, -1, 30},
+		{"asked v4", srcV4, 100, 100},
+		{"asked beyond the room v4", srcV4, 10000, room4},
+		{"asked beyond the room v6", srcV6, 10000, room6},
+		{"none", srcV6, 0, 0},
+	} {
+		if got := peers(tc.src, tc.numWant); got != tc.want {
+			t.Errorf("%s: numwant %d got %d peers, want %d", tc.name, tc.numWant, got, tc.want)
+		}
+	}
+	if err := tr.SetConfig(tracker.Config{DefaultNumWant: 7, MaxNumWant: 60}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		src     netip.AddrPort
+		numWant int32
+		want    int
+	}{{srcV4, -1, 7}, {srcV6, -1, 7}, {srcV4, 10000, 60}, {srcV6, 10000, 60}} {
+		if got := peers(tc.src, tc.numWant); got != tc.want {
+			t.Errorf("after tracker.SetConfig: numwant %d from %v got %d peers, want %d", tc.numWant, tc.src, got, tc.want)
+		}
 	}
 }
 

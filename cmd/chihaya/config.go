@@ -70,6 +70,11 @@ type UDPConfig struct {
 	AnnounceBurst   int      `toml:"announce_burst"`
 }
 
+// limits are the [udp] rate limits.
+func (u *UDPConfig) limits() tracker.Limits {
+	return tracker.Limits{ConnectRate: u.ConnectRate, ConnectBurst: u.ConnectBurst, AnnounceRate: u.AnnounceRate, AnnounceBurst: u.AnnounceBurst}
+}
+
 // HTTPConfig is the HTTP announce and scrape frontend (httpcompat).
 type HTTPConfig struct {
 	// Disabled switches the HTTP frontend off.
@@ -94,6 +99,11 @@ type HTTPConfig struct {
 	// FullScrapeCache and FullScrapeEvery matter only with FullScrape.
 	FullScrapeCache Duration `toml:"full_scrape_cache"`
 	FullScrapeEvery Duration `toml:"full_scrape_every"`
+}
+
+// limits are the [http] rate limits; HTTP has no connect step.
+func (h *HTTPConfig) limits() tracker.Limits {
+	return tracker.Limits{AnnounceRate: h.AnnounceRate, AnnounceBurst: h.AnnounceBurst}
 }
 
 // AdminConfig is the operations listener: metrics, health, profiles.
@@ -217,19 +227,11 @@ func (c *Config) check() error {
 	if n := len(c.UDP.Secret); n != 0 && n < 16 {
 		return fmt.Errorf("key udp.secret: %d bytes is too short; use at least 16 random characters, or leave it empty for a random secret per start", n)
 	}
-	for _, l := range []struct {
-		section string
-		rate    float64
-		burst   int
-		what    string
-	}{
-		{"udp", c.UDP.ConnectRate, c.UDP.ConnectBurst, "connect"},
-		{"udp", c.UDP.AnnounceRate, c.UDP.AnnounceBurst, "announce"},
-		{"http", c.HTTP.AnnounceRate, c.HTTP.AnnounceBurst, "announce"},
-	} {
-		if err := checkRate(l.section, l.what, l.rate, l.burst); err != nil {
-			return err
-		}
+	if err := checkLimits("udp", reflect.TypeFor[UDPConfig](), c.UDP.limits()); err != nil {
+		return err
+	}
+	if err := checkLimits("http", reflect.TypeFor[HTTPConfig](), c.HTTP.limits()); err != nil {
+		return err
 	}
 	if _, err := c.http(nil); err != nil {
 		return err
@@ -243,16 +245,19 @@ func (c *Config) check() error {
 	return c.checkSnapshot()
 }
 
-// checkRate checks one per-source rate limit: <section>.<what>_rate and
-// <section>.<what>_burst.
-func checkRate(section, what string, rate float64, burst int) error {
-	if !(rate >= 0 && rate <= 1e9) { // NaN too
-		return fmt.Errorf("key %s.%s_rate: %v out of range (0 means no limit, at most 1e9 a second)", section, what, rate)
+// checkLimits checks a section's per-source rate limits as the frontends
+// will (tracker.Limits.Check) and names the key at fault: the field of
+// section's struct with the same Go name as the Limits field.
+func checkLimits(section string, fields reflect.Type, l tracker.Limits) error {
+	var le *tracker.LimitError
+	if err := l.Check(); !errors.As(err, &le) {
+		return err // nil, or not a field's fault
 	}
-	if burst < 0 || burst > 1e9 {
-		return fmt.Errorf("key %s.%s_burst: %d out of range (0 means the rate rounded up, at most 1e9)", section, what, burst)
+	key := section
+	if f, ok := fields.FieldByName(le.Field); ok {
+		key += "." + f.Tag.Get("toml")
 	}
-	return nil
+	return fmt.Errorf("key %s: %s", key, le.Reason)
 }
 
 // checkSnapshot makes sure that the snapshot can be written where

@@ -62,14 +62,13 @@ func (d *daemon) reload(path string) error {
 		d.log.Error("reload refused; the running config stays", "err", err)
 		return err
 	}
+	// The announce policy (intervals, numwant) reaches every frontend
+	// through the tracker's config alone; a frontend keeps only what is
+	// its own.
 	if d.udp != nil {
-		p := udp.Policy{DefaultNumWant: d.core.Config().DefaultNumWant, AllowIPOverride: next.UDP.AllowIPOverride}
-		if err := d.udp.SetPolicy(p); err != nil {
-			d.log.Error("reload: udp policy not applied", "err", err)
-		}
-		u, l := next.UDP, d.live.UDP
-		if u.ConnectRate != l.ConnectRate || u.ConnectBurst != l.ConnectBurst || u.AnnounceRate != l.AnnounceRate || u.AnnounceBurst != l.AnnounceBurst {
-			lim := udp.Limits{ConnectRate: u.ConnectRate, ConnectBurst: u.ConnectBurst, AnnounceRate: u.AnnounceRate, AnnounceBurst: u.AnnounceBurst}
+		d.udp.SetPolicy(udp.Policy{AllowIPOverride: next.UDP.AllowIPOverride})
+		// SetLimits gives every source its full burst again: only on a change.
+		if lim := next.UDP.limits(); lim != d.live.UDP.limits() {
 			if err := d.udp.SetLimits(lim); err != nil {
 				d.log.Error("reload: udp rate limits not applied", "err", err)
 			}
@@ -84,8 +83,8 @@ func (d *daemon) reload(path string) error {
 		if err := d.http.SetPolicy(p); err != nil {
 			d.log.Error("reload: http policy not applied", "err", err)
 		}
-		if h, l := next.HTTP, d.live.HTTP; h.AnnounceRate != l.AnnounceRate || h.AnnounceBurst != l.AnnounceBurst {
-			if err := d.http.SetAnnounceLimit(h.AnnounceRate, h.AnnounceBurst); err != nil {
+		if lim := next.HTTP.limits(); lim != d.live.HTTP.limits() {
+			if err := d.http.SetLimits(lim); err != nil {
 				d.log.Error("reload: http announce limit not applied", "err", err)
 			}
 		}

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,7 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chihaya/chihaya/httpcompat/bencodetest"
 	"github.com/chihaya/chihaya/internal/testenv"
+	"github.com/chihaya/chihaya/peertable"
+	"github.com/chihaya/chihaya/tracker"
 	"github.com/chihaya/chihaya/udp"
 )
 
@@ -166,8 +173,8 @@ func TestReloadableKeysExist(t *testing.T) {
 	}
 }
 
-// TestReloadRateLimit switches the HTTP announce limit on and off by
-// reloading, without a restart.
+// TestReloadRateLimit switches the HTTP announce limit and the UDP
+// connect and announce limits on and off by reloading, without a restart.
 func TestReloadRateLimit(t *testing.T) {
 	dir := t.TempDir()
 	const base = "[admin]\ndisabled = true\n[http]\naddrs = [\"127.0.0.1:0\"]\n"
@@ -194,14 +201,19 @@ func TestReloadRateLimit(t *testing.T) {
 	if limited() || limited() {
 		t.Fatal("limited before any limit was configured")
 	}
+	if c, a := udpLimits(t, d); c != 0 || a != 0 {
+		t.Fatalf("before any limit: UDP rate limited %d of 20 connects and %d of 5 announces, want none", c, a)
+	}
 	if err := d.reload(on); err != nil {
 		t.Fatal(err)
 	}
 	if limited() || !limited() {
 		t.Fatal("after reloading a limit of one announce: want the first allowed and the second limited")
 	}
-	if got, want := d.udp.Limits(), (udp.Limits{ConnectRate: 5, AnnounceRate: 0.5, AnnounceBurst: 2}); got != want {
-		t.Errorf("UDP limits after reload = %+v, want %+v", got, want)
+	// connect_rate = 5 allows a burst of 5 a second; the source's first
+	// connect took one, and a second may tick during the burst.
+	if c, a := udpLimits(t, d); c < 20-9 || c > 20-4 || a != 5-2 {
+		t.Errorf("after reloading UDP limits: %d of 20 connects and %d of 5 announces rate limited, want 11 to 16 and 3", c, a)
 	}
 	if err := d.reload(off); err != nil {
 		t.Fatal(err)
@@ -209,7 +221,135 @@ func TestReloadRateLimit(t *testing.T) {
 	if limited() {
 		t.Fatal("still limited after reloading without a limit")
 	}
-	if got := d.udp.Limits(); got != (udp.Limits{}) {
-		t.Errorf("UDP limits after reloading without them = %+v", got)
+	if c, a := udpLimits(t, d); c != 0 || a != 0 {
+		t.Errorf("after reloading without limits: UDP rate limited %d of 20 connects and %d of 5 announces, want none", c, a)
+	}
+}
+
+// udpLimits connects to d's UDP frontend from a new socket, then sends a
+// burst of 20 connects and one of 5 announces, and returns how many of
+// each the frontend dropped as rate limited. It counts with the
+// frontend's Stats, waiting until every request is counted, so that it
+// needs no timeout for the replies that never come.
+func udpLimits(t *testing.T, d *daemon) (connects, announces int) {
+	t.Helper()
+	c, err := net.Dial("udp", d.udpAddrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := udp.AppendConnect(nil, udp.ConnectRequest{TxID: 1})
+	buf := make([]byte, 1500)
+	c.Write(conn)
+	if n, err := c.Read(buf); err != nil || n != 16 {
+		t.Fatalf("connect reply: %d bytes, %v", n, err)
+	}
+	ann := udp.AppendAnnounce(nil, &udp.AnnounceRequest{
+		ConnID: binary.BigEndian.Uint64(buf[8:16]), TxID: 2, InfoHash: [20]byte{1, 2, 3},
+		PeerID: [20]byte([]byte("-TE0001-udp000000002")), Left: 1, NumWant: -1, Port: 6881,
+	})
+	burst := func(pkt []byte, n int) int {
+		t.Helper()
+		counted := func(st udp.Stats) uint64 { return st.Connects + st.Announces + st.RateLimited }
+		before := d.udp.Stats()
+		for range n {
+			if _, err := c.Write(pkt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for deadline := time.Now().Add(5 * time.Second); counted(d.udp.Stats())-counted(before) < uint64(n); {
+			if time.Now().After(deadline) {
+				t.Fatalf("UDP frontend counted %d of %d requests in 5s", counted(d.udp.Stats())-counted(before), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return int(d.udp.Stats().RateLimited - before.RateLimited)
+	}
+	return burst(conn, 20), burst(ann, 5)
+}
+
+// TestReloadMaxNumWant checks that a reload of tracker.max_numwant
+// reaches both frontends: a client that asks for more peers than any max
+// gets the old max, then the raised one, then the lowered one, over HTTP
+// and over UDP, from a swarm larger than all of them.
+func TestReloadMaxNumWant(t *testing.T) {
+	dir := t.TempDir()
+	const base = "[admin]\ndisabled = true\n[http]\naddrs = [\"127.0.0.1:0\"]\n" +
+		"[udp]\naddrs = [\"127.0.0.1:0\"]\nworkers = 1\n[tracker]\ndefault_numwant = 2\n"
+	files := map[int]string{}
+	for _, most := range []int{5, 30, 3} {
+		files[most] = filepath.Join(dir, fmt.Sprintf("max_numwant_%d.toml", most))
+		if err := os.WriteFile(files[most], fmt.Appendf(nil, "%smax_numwant = %d\n", base, most), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := LoadConfig(files[5])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Skipf("cannot listen on loopback: %v", err)
+	}
+	runDaemon(t, d)
+
+	ih := [20]byte{0x4e, 0x57}
+	for i := range 40 {
+		req := tracker.AnnounceRequest{InfoHash: ih, Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 6881), Left: 1}
+		if _, err := d.core.Announce(&req, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	httpPeers := func() int {
+		t.Helper()
+		body := get(t, fmt.Sprintf("http://%s/announce?info_hash=%s&peer_id=-TE0001-000000007001&port=7001&uploaded=0&downloaded=0&left=1&numwant=1000",
+			d.httpAddrs()[0], url.QueryEscape(string(ih[:]))))
+		v, err := bencodetest.Decode([]byte(body))
+		if err != nil {
+			t.Fatalf("announce reply %q: %v", body, err)
+		}
+		m, _ := v.(map[string]any)
+		peers, ok := m["peers"].(string)
+		if !ok {
+			t.Fatalf("announce reply %v has no compact peers", v)
+		}
+		return len(peers) / peertable.PeerLenV4
+	}
+	udpPeers := func() int {
+		t.Helper()
+		c, err := net.Dial("udp", d.udpAddrs()[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 1500)
+		c.Write(udp.AppendConnect(nil, udp.ConnectRequest{TxID: 1}))
+		if n, err := c.Read(buf); err != nil || n != 16 {
+			t.Fatalf("connect reply: %d bytes, %v", n, err)
+		}
+		c.Write(udp.AppendAnnounce(nil, &udp.AnnounceRequest{
+			ConnID: binary.BigEndian.Uint64(buf[8:16]), TxID: 2, InfoHash: ih,
+			PeerID: [20]byte([]byte("-TE0001-000000007002")), Left: 1, NumWant: 1000, Port: 7002,
+		}))
+		n, err := c.Read(buf)
+		if err != nil || n < 20 || binary.BigEndian.Uint32(buf) != 1 {
+			t.Fatalf("announce reply %x: %v", buf[:n], err)
+		}
+		return (n - 20) / peertable.PeerLenV4
+	}
+	for i, most := range []int{5, 30, 3} {
+		if i > 0 {
+			if err := d.reload(files[most]); err != nil {
+				t.Fatalf("reload(max_numwant = %d) = %v", most, err)
+			}
+		}
+		if got := httpPeers(); got != most {
+			t.Errorf("max_numwant %d: HTTP announce asking for 1000 got %d peers, want %d", most, got, most)
+		}
+		if got := udpPeers(); got != most {
+			t.Errorf("max_numwant %d: UDP announce asking for 1000 got %d peers, want %d", most, got, most)
+		}
 	}
 }
